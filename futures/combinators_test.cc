@@ -1,0 +1,386 @@
+// gather, wait, wait_for, shield, as_completed and TaskGroup, with the
+// cancellation rules of asyncio 3.12.
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "futures/futures.h"
+#include "gtest/gtest.h"
+
+namespace asyncio {
+namespace {
+
+using namespace std::chrono_literals;
+
+Coro<int> value_after(std::chrono::milliseconds delay, int value) {
+  co_await sleep(delay);
+  co_return value;
+}
+
+Coro<int> fail_after(std::chrono::milliseconds delay, std::string what) {
+  co_await sleep(delay);
+  throw std::runtime_error(what);
+}
+
+Coro<void> sleep_then_flag(std::chrono::milliseconds delay, bool& flag) {
+  co_await sleep(delay);
+  flag = true;
+}
+
+// ---------------------------------------------------------------------------
+// gather
+
+TEST(GatherTest, TupleInArgumentOrderWithVoidAsMonostate) {
+  run([]() -> Coro<void> {
+    bool flag = false;
+    auto [a, nothing, b] =
+        co_await gather(value_after(20ms, 1), sleep_then_flag(5ms, flag), value_after(1ms, 2));
+    EXPECT_EQ(a, 1);
+    EXPECT_EQ(b, 2);
+    EXPECT_TRUE(flag);
+    static_assert(std::is_same_v<decltype(nothing), std::monostate>);
+  }());
+}
+
+TEST(GatherTest, VectorForms) {
+  run([]() -> Coro<void> {
+    std::vector<Coro<int>> coros;
+    for (int i = 0; i < 5; ++i) coros.push_back(value_after(std::chrono::milliseconds(5 - i), i));
+    std::vector<int> results = co_await gather(std::move(coros));
+    EXPECT_EQ(results, (std::vector<int>{0, 1, 2, 3, 4}));
+
+    int done = 0;
+    auto bump = [](int& d) -> Coro<void> {
+      co_await sleep(0s);
+      ++d;
+    };
+    std::vector<Coro<void>> voids;
+    for (int i = 0; i < 3; ++i) voids.push_back(bump(done));
+    co_await gather(std::move(voids));
+    EXPECT_EQ(done, 3);
+
+    std::vector<Task<int>> none;
+    EXPECT_TRUE((co_await gather(std::move(none))).empty());
+  }());
+}
+
+TEST(GatherTest, FirstExceptionPropagatesAndOthersKeepRunning) {
+  run([]() -> Coro<void> {
+    Task<int> slow = create_task(value_after(20ms, 9));
+    bool caught = false;
+    try {
+      co_await gather(fail_after(1ms, "first"), slow, fail_after(5ms, "second"));
+    } catch (const std::runtime_error& e) {
+      caught = true;
+      EXPECT_STREQ(e.what(), "first");
+    }
+    EXPECT_TRUE(caught);
+    EXPECT_FALSE(slow.done()) << "gather does not cancel the others on failure";
+    EXPECT_EQ(co_await slow, 9);
+  }());
+}
+
+TEST(GatherTest, ReturnExceptionsCollectsEverything) {
+  run([]() -> Coro<void> {
+    Task<int> cancelled = create_task(value_after(1s, 0));
+    std::vector<Task<int>> tasks{create_task(value_after(1ms, 1)),
+                                 create_task(fail_after(2ms, "boom")), cancelled};
+    cancelled.cancel("no");
+    std::vector<Outcome<int>> out = co_await gather(return_exceptions, std::move(tasks));
+    EXPECT_EQ(out.size(), 3u);
+    EXPECT_TRUE(out[0].has_value());
+    EXPECT_EQ(out[0].value(), 1);
+    EXPECT_FALSE(out[1].has_value());
+    EXPECT_THROW(std::rethrow_exception(out[1].exception()), std::runtime_error);
+    EXPECT_THROW(std::rethrow_exception(out[2].exception()), CancelledError);
+
+    auto [x, y] = co_await gather(return_exceptions, value_after(1ms, 5), fail_after(1ms, "y"));
+    EXPECT_EQ(x.value(), 5);
+    EXPECT_FALSE(y.has_value());
+  }());
+}
+
+TEST(GatherTest, CancellingTheGatherCancelsAllChildren) {
+  run([]() -> Coro<void> {
+    Task<int> a = create_task(value_after(1s, 1));
+    Task<int> b = create_task(value_after(1s, 2));
+    auto gatherer = [](Task<int> x, Task<int> y) -> Coro<void> { co_await gather(x, y); };
+    Task<void> g = create_task(gatherer(a, b));
+    co_await sleep(1ms);
+    g.cancel();
+    EXPECT_THROW(co_await g, CancelledError);
+    EXPECT_TRUE(g.cancelled());
+    EXPECT_TRUE(a.cancelled());
+    EXPECT_TRUE(b.cancelled());
+  }());
+}
+
+TEST(GatherTest, CancelledChildFailsTheGather) {
+  run([]() -> Coro<void> {
+    Task<int> a = create_task(value_after(1s, 1));
+    Task<int> b = create_task(value_after(5ms, 2));
+    get_running_loop().call_later(1ms, [a]() mutable { a.cancel(); });
+    EXPECT_THROW(co_await gather(a, b), CancelledError);
+    EXPECT_EQ(co_await b, 2);
+  }());
+}
+
+// ---------------------------------------------------------------------------
+// wait
+
+TEST(WaitTest, AllCompletedNeverRaises) {
+  run([]() -> Coro<void> {
+    std::vector<Task<int>> tasks{create_task(value_after(1ms, 1)),
+                                 create_task(fail_after(2ms, "x"))};
+    auto [done, pending] = co_await wait(tasks);
+    EXPECT_EQ(done.size(), 2u);
+    EXPECT_TRUE(pending.empty());
+    EXPECT_EQ(done[0].result(), 1);
+    EXPECT_THROW(done[1].result(), std::runtime_error);
+  }());
+}
+
+TEST(WaitTest, FirstCompletedAndNoCancellationOfTheRest) {
+  run([]() -> Coro<void> {
+    std::vector<Task<int>> tasks{create_task(value_after(50ms, 1)),
+                                 create_task(value_after(1ms, 2))};
+    auto [done, pending] = co_await wait(tasks, std::nullopt, ReturnWhen::FIRST_COMPLETED);
+    EXPECT_EQ(done.size(), 1u);
+    EXPECT_EQ(done[0].result(), 2);
+    EXPECT_EQ(pending.size(), 1u);
+    EXPECT_FALSE(pending[0].cancelled());
+    EXPECT_EQ(co_await pending[0], 1);
+  }());
+}
+
+TEST(WaitTest, FirstExceptionAndTimeout) {
+  run([]() -> Coro<void> {
+    std::vector<Task<int>> tasks{create_task(value_after(1s, 1)),
+                                 create_task(fail_after(1ms, "e"))};
+    auto [done, pending] = co_await wait(tasks, std::nullopt, ReturnWhen::FIRST_EXCEPTION);
+    EXPECT_EQ(done.size(), 1u);
+    EXPECT_EQ(pending.size(), 1u);
+
+    auto [done2, pending2] = co_await wait(pending, 5ms);
+    EXPECT_TRUE(done2.empty());
+    EXPECT_EQ(pending2.size(), 1u);
+    EXPECT_FALSE(pending2[0].cancelled()) << "wait's timeout does not cancel";
+    pending2[0].cancel();
+  }());
+}
+
+TEST(WaitTest, EmptyIsAnError) {
+  run([]() -> Coro<void> {
+    std::vector<Task<int>> none;
+    EXPECT_THROW(co_await wait(none), std::invalid_argument);
+  }());
+}
+
+// ---------------------------------------------------------------------------
+// wait_for
+
+TEST(WaitForTest, TimesOutAndCancelsTheAwaitable) {
+  run([]() -> Coro<void> {
+    bool cleaned = false;
+    auto eternity = [](bool& c) -> Coro<void> {
+      try {
+        co_await sleep(3600s);
+      } catch (const CancelledError&) {
+        c = true;
+        throw;
+      }
+    };
+    EXPECT_THROW(co_await wait_for(eternity(cleaned), 10ms), TimeoutError);
+    EXPECT_TRUE(cleaned);
+    EXPECT_EQ(current_task()->cancelling(), 0) << "the timeout's cancel is taken back";
+  }());
+}
+
+TEST(WaitForTest, CompletesInTime) {
+  run([]() -> Coro<void> {
+    EXPECT_EQ(co_await wait_for(value_after(1ms, 4), 1s), 4);
+    Task<int> t = create_task(value_after(1ms, 5));
+    EXPECT_EQ(co_await wait_for(t, 1s), 5);
+    EXPECT_THROW(co_await wait_for(fail_after(1ms, "inner"), 1s), std::runtime_error);
+  }());
+}
+
+TEST(WaitForTest, TaskTimesOutAndIsCancelled) {
+  run([]() -> Coro<void> {
+    Task<int> t = create_task(value_after(1s, 1));
+    EXPECT_THROW(co_await wait_for(t, 5ms), TimeoutError);
+    EXPECT_TRUE(t.cancelled());
+  }());
+}
+
+TEST(WaitForTest, OuterCancellationIsNotATimeout) {
+  run([]() -> Coro<void> {
+    auto waiter = []() -> Coro<void> { co_await wait_for(sleep(10s), 5s); };
+    Task<void> t = create_task(waiter());
+    co_await sleep(1ms);
+    t.cancel();
+    EXPECT_THROW(co_await t, CancelledError);
+    EXPECT_TRUE(t.cancelled());
+  }());
+}
+
+TEST(WaitForTest, ZeroTimeout) {
+  run([]() -> Coro<void> {
+    Future<int> done = create_future<int>(get_running_loop());
+    done.set_result(3);
+    EXPECT_EQ(co_await wait_for(done, 0s), 3);
+    Task<int> slow = create_task(value_after(1s, 1));
+    EXPECT_THROW(co_await wait_for(slow, 0s), TimeoutError);
+    EXPECT_TRUE(slow.cancelled());
+  }());
+}
+
+// ---------------------------------------------------------------------------
+// shield
+
+TEST(ShieldTest, CancellingTheOuterLeavesTheInnerRunning) {
+  run([]() -> Coro<void> {
+    Task<int> inner = create_task(value_after(5ms, 42));
+    auto guarded = [](Task<int> t) -> Coro<int> { co_return co_await shield(t); };
+    Task<int> outer = create_task(guarded(inner));
+    co_await sleep(1ms);
+    outer.cancel();
+    EXPECT_THROW(co_await outer, CancelledError);
+    EXPECT_FALSE(inner.cancelled());
+    EXPECT_EQ(co_await inner, 42);
+  }());
+}
+
+TEST(ShieldTest, PassesResultsAndErrorsThrough) {
+  run([]() -> Coro<void> {
+    EXPECT_EQ(co_await shield(value_after(1ms, 8)), 8);
+    EXPECT_THROW(co_await shield(fail_after(1ms, "through")), std::runtime_error);
+    Future<int> done = create_future<int>(get_running_loop());
+    done.set_result(1);
+    EXPECT_TRUE(shield(done) == done) << "a done future is returned as is";
+  }());
+}
+
+// ---------------------------------------------------------------------------
+// as_completed
+
+TEST(AsCompletedTest, YieldsInCompletionOrder) {
+  run([]() -> Coro<void> {
+    std::vector<Coro<int>> coros;
+    coros.push_back(value_after(30ms, 3));
+    coros.push_back(value_after(10ms, 1));
+    coros.push_back(value_after(20ms, 2));
+    std::vector<int> order;
+    for (auto next : as_completed(std::move(coros))) order.push_back(co_await next);
+    EXPECT_EQ(order, (std::vector<int>{1, 2, 3}));
+  }());
+}
+
+TEST(AsCompletedTest, TimeoutRaisesForTheRest) {
+  run([]() -> Coro<void> {
+    std::vector<Task<int>> tasks{create_task(value_after(1ms, 1)), create_task(value_after(1s, 2))};
+    int got = 0, timeouts = 0;
+    for (auto next : as_completed(tasks, 20ms)) {
+      try {
+        got += co_await next;
+      } catch (const TimeoutError&) {
+        ++timeouts;
+      }
+    }
+    EXPECT_EQ(got, 1);
+    EXPECT_EQ(timeouts, 1);
+    tasks[1].cancel();
+  }());
+}
+
+// ---------------------------------------------------------------------------
+// TaskGroup
+
+TEST(TaskGroupTest, WaitsForAllChildren) {
+  run([]() -> Coro<void> {
+    TaskGroup group;
+    Task<int> a = group.create_task(value_after(5ms, 1));
+    Task<int> b = group.create_task(value_after(1ms, 2));
+    co_await group.join();
+    EXPECT_EQ(a.result() + b.result(), 3);
+    EXPECT_THROW(group.create_task(value_after(1ms, 3)), std::runtime_error);
+  }());
+}
+
+TEST(TaskGroupTest, FailureCancelsSiblingsAndRaisesExceptionGroup) {
+  run([]() -> Coro<void> {
+    TaskGroup group;
+    Task<int> slow = group.create_task(value_after(1s, 1));
+    group.create_task(fail_after(1ms, "child failed"));
+    bool caught = false;
+    try {
+      co_await group.join();
+    } catch (const ExceptionGroup& eg) {
+      caught = true;
+      EXPECT_EQ(eg.exceptions().size(), 1u);
+      EXPECT_THROW(std::rethrow_exception(eg.exceptions()[0]), std::runtime_error);
+    }
+    EXPECT_TRUE(caught);
+    EXPECT_TRUE(slow.cancelled());
+    EXPECT_EQ(current_task()->cancelling(), 0) << "the group takes its cancel request back";
+  }());
+}
+
+TEST(TaskGroupTest, SeveralFailuresAreAllReported) {
+  run([]() -> Coro<void> {
+    TaskGroup group;
+    group.create_task(fail_after(1ms, "a"));
+    group.create_task(fail_after(1ms, "b"));
+    size_t count = 0;
+    try {
+      co_await group.join();
+    } catch (const ExceptionGroup& eg) {
+      count = eg.exceptions().size();
+    }
+    EXPECT_EQ(count, 2u);
+  }());
+}
+
+TEST(TaskGroupTest, ParentCancellationCancelsChildren) {
+  run([]() -> Coro<void> {
+    std::vector<Task<int>> children;
+    auto parent = [](std::vector<Task<int>>& kids) -> Coro<void> {
+      TaskGroup group;
+      kids.push_back(group.create_task(value_after(1s, 1)));
+      kids.push_back(group.create_task(value_after(1s, 2)));
+      co_await group.join();
+    };
+    Task<void> p = create_task(parent(children));
+    co_await sleep(1ms);
+    p.cancel();
+    EXPECT_THROW(co_await p, CancelledError);
+    EXPECT_EQ(children.size(), 2u);
+    for (auto& c : children) EXPECT_TRUE(c.cancelled());
+  }());
+}
+
+TEST(TaskGroupTest, BodyExceptionIsJoinedIn) {
+  run([]() -> Coro<void> {
+    TaskGroup group;
+    Task<int> child = group.create_task(value_after(1s, 1));
+    std::exception_ptr body_error;
+    try {
+      throw std::logic_error("body");
+    } catch (...) {
+      body_error = std::current_exception();
+    }
+    size_t count = 0;
+    try {
+      co_await group.join(body_error);
+    } catch (const ExceptionGroup& eg) {
+      count = eg.exceptions().size();
+    }
+    EXPECT_EQ(count, 1u);
+    EXPECT_TRUE(child.cancelled());
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio

@@ -1,0 +1,400 @@
+#include <algorithm>
+#include <atomic>
+#include <string>
+
+#include "futures/futures.h"
+
+namespace asyncio {
+
+ExceptionGroup::ExceptionGroup(std::string message, std::vector<std::exception_ptr> exceptions)
+    : message_(std::make_shared<const std::string>(message)),
+      what_(std::make_shared<const std::string>(message + " (" + std::to_string(exceptions.size()) +
+                                                " sub-exception" +
+                                                (exceptions.size() == 1 ? "" : "s") + ")")),
+      exceptions_(std::make_shared<const std::vector<std::exception_ptr>>(std::move(exceptions))) {}
+
+namespace futures_internal {
+namespace {
+
+thread_local TaskCore* t_current_task = nullptr;
+std::atomic<uint32_t> g_task_counter{0};
+
+bool is_cancelled_error(const std::exception_ptr& exc) {
+  try {
+    std::rethrow_exception(exc);
+  } catch (const CancelledError&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace
+
+CallbackId next_callback_id() noexcept {
+  static thread_local CallbackId next = 0;
+  return ++next;
+}
+
+TaskCore* current_task_core() noexcept { return t_current_task; }
+
+TaskCore& current_task_core_or_throw() {
+  if (t_current_task == nullptr) {
+    throw std::runtime_error("a coroutine can only suspend inside a task (use asyncio::run)");
+  }
+  return *t_current_task;
+}
+
+// ---------------------------------------------------------------------------
+// FutureStateBase
+
+FutureStateBase::~FutureStateBase() {
+  report_unretrieved("Future exception was never retrieved", "");
+  // Callbacks of a future that never completed: nothing will fire them.
+  while (callbacks_ != nullptr) {
+    CallbackNode* n = callbacks_;
+    remove_callback(n);
+    n->fire(n, nullptr);
+  }
+}
+
+void FutureStateBase::report_unretrieved(const char* message,
+                                         const std::string& task_name) noexcept {
+  if (!log_traceback_ || !exception_ || loop_ == nullptr) return;
+  log_traceback_ = false;
+  if (!EventLoop::exists(loop_)) return;
+  try {
+    loop_->call_exception_handler({message, exception_, task_name, ""});
+  } catch (...) {
+  }
+}
+
+void FutureStateBase::add_callback(CallbackNode* node) {
+  if (done()) {
+    node->fire(node, this);
+    return;
+  }
+  if (callbacks_ == nullptr) {
+    node->prev = node->next = node;
+    callbacks_ = node;
+    return;
+  }
+  CallbackNode* tail = callbacks_->prev;
+  node->prev = tail;
+  node->next = callbacks_;
+  tail->next = node;
+  callbacks_->prev = node;
+}
+
+void FutureStateBase::remove_callback(CallbackNode* node) noexcept {
+  if (!node->linked()) return;
+  if (node->next == node) {
+    callbacks_ = nullptr;
+  } else {
+    node->prev->next = node->next;
+    node->next->prev = node->prev;
+    if (callbacks_ == node) callbacks_ = node->next;
+  }
+  node->prev = node->next = nullptr;
+}
+
+void FutureStateBase::fire_callbacks() {
+  // Detach the whole list first: a callback may add others (they fire at
+  // once, the future being done) or release its own node.
+  CallbackNode* head = std::exchange(callbacks_, nullptr);
+  if (head == nullptr) return;
+  head->prev->next = nullptr;  // break the circle
+  while (head != nullptr) {
+    CallbackNode* next = head->next;
+    head->prev = head->next = nullptr;
+    head->fire(head, this);
+    head = next;
+  }
+}
+
+void FutureStateBase::check_pending() const {
+  if (done()) {
+    throw InvalidStateError(cancelled() ? "invalid state: the future is cancelled"
+                                        : "invalid state: the future is already done");
+  }
+}
+
+void FutureStateBase::rethrow_if_not_successful() const {
+  if (status_ == Status::kCancelled) std::rethrow_exception(exception_);
+  if (status_ != Status::kFinished) throw InvalidStateError("Result is not ready.");
+  if (exception_) {
+    log_traceback_ = false;
+    std::rethrow_exception(exception_);
+  }
+}
+
+std::exception_ptr FutureStateBase::exception() const {
+  if (status_ == Status::kCancelled) std::rethrow_exception(exception_);
+  if (status_ != Status::kFinished) throw InvalidStateError("Exception is not set.");
+  log_traceback_ = false;
+  return exception_;
+}
+
+void FutureStateBase::set_exception(std::exception_ptr exc) {
+  if (!exc) throw std::invalid_argument("set_exception: null exception_ptr");
+  check_pending();
+  exception_ = std::move(exc);
+  status_ = Status::kFinished;
+  log_traceback_ = true;
+  fire_callbacks();
+}
+
+void FutureStateBase::mark_finished() {
+  check_pending();
+  status_ = Status::kFinished;
+  fire_callbacks();
+}
+
+bool FutureStateBase::cancel_future(std::string_view message) {
+  log_traceback_ = false;
+  if (done()) return false;
+  exception_ = std::make_exception_ptr(CancelledError(std::string(message)));
+  status_ = Status::kCancelled;
+  fire_callbacks();
+  return true;
+}
+
+bool FutureStateBase::cancel(std::string_view message) { return cancel_future(message); }
+
+void WakeNode::wake(CallbackNode* self, FutureStateBase* future) {
+  if (future == nullptr) return;  // embedded in an awaiter; nothing to free
+  TaskCore* task = static_cast<WakeNode*>(self)->task;
+  task->loop().schedule(*task);
+}
+
+// ---------------------------------------------------------------------------
+// The per-loop registry of pending tasks (all_tasks) and async generators.
+
+int registry_slot() {
+  static const int slot = EventLoop::new_extension_slot();
+  return slot;
+}
+
+TaskRegistry& TaskRegistry::of(EventLoop& loop) {
+  const int slot = registry_slot();
+  auto* registry = static_cast<TaskRegistry*>(loop.extension(slot));
+  if (registry == nullptr) {
+    auto owned = std::make_unique<TaskRegistry>(loop);
+    registry = owned.get();
+    loop.set_extension(slot, std::move(owned));
+  }
+  return *registry;
+}
+
+TaskRegistry* TaskRegistry::find(EventLoop& loop) {
+  return static_cast<TaskRegistry*>(loop.extension(registry_slot()));
+}
+
+void TaskRegistry::add(TaskCore* task) {
+  task->registry_prev_ = nullptr;
+  task->registry_next_ = head_;
+  if (head_ != nullptr) head_->registry_prev_ = task;
+  head_ = task;
+}
+
+void TaskRegistry::remove(TaskCore* task) {
+  if (task->registry_prev_ != nullptr) {
+    task->registry_prev_->registry_next_ = task->registry_next_;
+  } else if (head_ == task) {
+    head_ = task->registry_next_;
+  } else {
+    return;  // not registered
+  }
+  if (task->registry_next_ != nullptr) task->registry_next_->registry_prev_ = task->registry_prev_;
+  task->registry_prev_ = task->registry_next_ = nullptr;
+}
+
+std::vector<AnyTask> TaskRegistry::pending_tasks() const {
+  std::vector<AnyTask> tasks;
+  for (TaskCore* t = head_; t != nullptr; t = t->registry_next_) tasks.emplace_back(t);
+  // Oldest first, as creation order is what people expect to read.
+  std::reverse(tasks.begin(), tasks.end());
+  return tasks;
+}
+
+void TaskRegistry::add_generator(GeneratorControl* gen) {
+  gen->prev = nullptr;
+  gen->next = generators_;
+  if (generators_ != nullptr) generators_->prev = gen;
+  generators_ = gen;
+  gen->registry = this;
+}
+
+void TaskRegistry::remove_generator(GeneratorControl* gen) noexcept {
+  if (gen->registry != this) return;
+  if (gen->prev != nullptr) {
+    gen->prev->next = gen->next;
+  } else {
+    generators_ = gen->next;
+  }
+  if (gen->next != nullptr) gen->next->prev = gen->prev;
+  gen->prev = gen->next = nullptr;
+  gen->registry = nullptr;
+}
+
+void TaskRegistry::close_generators() {
+  while (generators_ != nullptr) {
+    GeneratorControl* gen = generators_;
+    remove_generator(gen);
+    gen->close();
+  }
+}
+
+TaskRegistry::~TaskRegistry() {
+  close_generators();
+  // Tasks still pending when their loop is destroyed can never run again.
+  // Report them, as asyncio does, and release their frames.
+  while (head_ != nullptr) {
+    TaskCore* task = head_;
+    remove(task);
+    task->abandon();
+  }
+}
+
+void GeneratorControl::close() noexcept {
+  if (frame && !running) {
+    auto h = std::exchange(frame, {});
+    h.destroy();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// TaskCore
+
+TaskCore::~TaskCore() {
+  if (is_task_) report_unretrieved("Task exception was never retrieved", name());
+}
+
+std::string FutureStateBase::description() const { return "Future"; }
+
+std::string TaskCore::name() const {
+  if (extra_name_) return *extra_name_;
+  return "Task-" + std::to_string(id_);
+}
+
+void TaskCore::set_name(std::string name) {
+  extra_name_ = std::make_unique<std::string>(std::move(name));
+}
+
+std::string TaskCore::description() const { return is_task_ ? name() : "Future"; }
+
+void TaskCore::start_task(EventLoop& loop, std::string name, std::coroutine_handle<> root) {
+  loop_ = &loop;
+  is_task_ = true;
+  link_ = root;
+  id_ = g_task_counter.fetch_add(1, std::memory_order_relaxed) + 1;
+  if (!name.empty()) extra_name_ = std::make_unique<std::string>(std::move(name));
+  refs_ = 2;  // the returned Task handle, and the task's own until it completes
+  TaskRegistry::of(loop).add(this);
+  loop.schedule(*this);
+}
+
+bool TaskCore::cancel(std::string_view message) {
+  if (!is_task_) return cancel_future(message);
+  log_traceback_ = false;
+  if (done()) return false;
+  ++num_cancels_requested_;
+  if (waiting_on_ != nullptr && waiting_on_->cancel(message)) return true;
+  // The task is running or about to: it sees CancelledError at its next
+  // suspension point.
+  must_cancel_ = true;
+  cancel_msg_ = std::make_unique<std::string>(message);
+  return true;
+}
+
+std::string TaskCore::cancel_message() const { return cancel_msg_ ? *cancel_msg_ : ""; }
+
+void TaskCore::throw_pending_cancel() {
+  must_cancel_ = false;
+  throw CancelledError(cancel_message());
+}
+
+void TaskCore::suspend_on(FutureStateBase* future, std::coroutine_handle<> resume_at) {
+  waiting_on_ = future;
+  link_ = resume_at;
+  if (must_cancel_ && future->cancel(cancel_message())) must_cancel_ = false;
+}
+
+void TaskCore::suspend_yield(std::coroutine_handle<> resume_at) {
+  waiting_on_ = nullptr;
+  link_ = resume_at;
+  loop_->schedule(*this);
+}
+
+void TaskCore::step(Runnable* self, bool discard) {
+  if (discard) return;  // the loop is closing; the registry releases the task
+  auto* task = static_cast<TaskCore*>(self);
+  if (!task->started_) {
+    task->started_ = true;
+    if (task->must_cancel_) {
+      // Cancelled before its first step: the body never runs.
+      task->must_cancel_ = false;
+      task->complete(Status::kCancelled,
+                     std::make_exception_ptr(CancelledError(task->cancel_message())));
+      return;
+    }
+  }
+  TaskCore* previous = t_current_task;
+  t_current_task = task;
+  task->link_.resume();  // the task may be gone after this
+  t_current_task = previous;
+}
+
+void TaskCore::finish_root() noexcept {
+  if (exception_) {
+    if (is_cancelled_error(exception_)) {
+      complete(Status::kCancelled, exception_);
+    } else {
+      complete(Status::kFinished, exception_);
+    }
+  } else if (must_cancel_) {
+    // Cancelled right as the coroutine returned: asyncio reports it cancelled.
+    must_cancel_ = false;
+    complete(Status::kCancelled, std::make_exception_ptr(CancelledError(cancel_message())));
+  } else {
+    complete(Status::kFinished, nullptr);
+  }
+}
+
+void TaskCore::complete(Status status, std::exception_ptr exc) noexcept {
+  if (TaskRegistry* registry = TaskRegistry::find(*loop_)) registry->remove(this);
+  exception_ = std::move(exc);
+  status_ = status;
+  log_traceback_ = status == Status::kFinished && exception_ != nullptr;
+  waiting_on_ = nullptr;
+  fire_callbacks();
+  release();  // the task's own reference: the frame may be destroyed here
+}
+
+void TaskCore::abandon() noexcept {
+  try {
+    loop_->call_exception_handler({"Task was destroyed but it is pending!", nullptr, name(), ""});
+  } catch (...) {
+  }
+  complete(Status::kCancelled, std::make_exception_ptr(CancelledError("task abandoned")));
+}
+
+// ---------------------------------------------------------------------------
+// Current and all tasks
+
+}  // namespace futures_internal
+
+std::optional<AnyTask> current_task() {
+  futures_internal::TaskCore* core = futures_internal::current_task_core();
+  if (core == nullptr) return std::nullopt;
+  return AnyTask(core);
+}
+
+std::vector<AnyTask> all_tasks() {
+  EventLoop& loop = get_running_loop();
+  auto* registry = futures_internal::TaskRegistry::find(loop);
+  if (registry == nullptr) return {};
+  return registry->pending_tasks();
+}
+
+}  // namespace asyncio

@@ -1,0 +1,60 @@
+// TaskGroup: structured concurrency, as asyncio.TaskGroup.
+// Included by futures/futures.h.
+#pragma once
+
+#include <exception>
+#include <memory>
+#include <string>
+
+#include "futures/internal/core.h"
+
+namespace asyncio {
+
+namespace futures_internal {
+struct TaskGroupState;
+void track_in_group(const std::shared_ptr<TaskGroupState>& group, AnyTask task,
+                    Future<void> completion);
+EventLoop& group_loop(const TaskGroupState& group);
+void check_group_accepts_tasks(const TaskGroupState& group);
+}  // namespace futures_internal
+
+// Create tasks in the group, then `co_await group.join()`: it waits for all
+// of them. When one fails, the others and the task that owns the group are
+// cancelled, and join() throws an ExceptionGroup holding every failure.
+//
+//   asyncio::TaskGroup group;
+//   auto a = group.create_task(fetch(1));
+//   auto b = group.create_task(fetch(2));
+//   co_await group.join();
+//
+// To mirror `async with` when the body itself may throw, pass its exception
+// to join(): `std::exception_ptr e; try { ... } catch (...) { e =
+// std::current_exception(); } co_await group.join(e);`
+class TaskGroup {
+ public:
+  // Must be created inside a task (the group's parent).
+  TaskGroup();
+  // A group never joined cancels the tasks still running.
+  ~TaskGroup();
+  TaskGroup(const TaskGroup&) = delete;
+  TaskGroup& operator=(const TaskGroup&) = delete;
+
+  template <class T>
+  Task<T> create_task(Coro<T> coro, std::string name = "") {
+    futures_internal::check_group_accepts_tasks(*state_);
+    Task<T> task = asyncio::create_task(futures_internal::group_loop(*state_), std::move(coro),
+                                        std::move(name));
+    task.core()->add_ref();
+    futures_internal::track_in_group(state_, AnyTask(task), Future<void>(task.core()));
+    return task;
+  }
+
+  // __aexit__: waits for every task; `body_exception` is what escaped the
+  // body, if anything.
+  Coro<void> join(std::exception_ptr body_exception = nullptr);
+
+ private:
+  std::shared_ptr<futures_internal::TaskGroupState> state_;
+};
+
+}  // namespace asyncio

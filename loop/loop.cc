@@ -1,0 +1,854 @@
+#include "loop/loop.h"
+
+#include <arpa/inet.h>
+#include <cxxabi.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <system_error>
+#include <typeinfo>
+#include <unordered_set>
+
+namespace asyncio {
+namespace loop_internal {
+
+// A callback scheduled with call_soon, call_soon_threadsafe, call_later or
+// call_at. Owned jointly by the queue (or timer heap) and the Handles.
+struct CallbackNode : Runnable, Pooled {
+  CallbackNode(EventLoop* l, absl::AnyInvocable<void()> cb, bool shared_refs)
+      : Runnable(&CallbackNode::invoke_node),
+        callback(std::move(cb)),
+        loop(l),
+        shared(shared_refs) {}
+
+  static void invoke_node(Runnable* self, bool discard);
+
+  void ref() {
+    if (shared) {
+      refs.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      refs.store(refs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+  }
+  void unref() {
+    uint32_t left;
+    if (shared) {
+      left = refs.fetch_sub(1, std::memory_order_acq_rel) - 1;
+    } else {
+      left = refs.load(std::memory_order_relaxed) - 1;
+      refs.store(left, std::memory_order_relaxed);
+    }
+    if (left == 0) delete this;
+  }
+
+  absl::AnyInvocable<void()> callback;
+  EventLoop* loop;
+  double when = 0;
+  std::atomic<uint32_t> refs{2};  // the queue's and the Handle's
+  const bool shared;              // refs touched from several threads
+  bool cancelled = false;
+  bool running = false;
+  bool in_heap = false;  // a timer still counted by the loop's heap
+};
+
+}  // namespace loop_internal
+
+using loop_internal::CallbackNode;
+
+namespace {
+
+thread_local EventLoop* t_running_loop = nullptr;
+thread_local EventLoop* t_event_loop = nullptr;
+thread_local std::unique_ptr<EventLoop> t_owned_loop;
+
+std::mutex g_live_loops_mu;
+std::unordered_set<const EventLoop*>& live_loops() {
+  static auto* set = new std::unordered_set<const EventLoop*>();
+  return *set;
+}
+
+constexpr int kMaxSignal = 65;
+std::atomic<int> g_signal_fds[kMaxSignal];  // write end of the owning loop's pipe, or -1
+std::once_flag g_signal_fds_init;
+
+void on_signal(int sig) {
+  int fd = (sig > 0 && sig < kMaxSignal) ? g_signal_fds[sig].load(std::memory_order_relaxed) : -1;
+  if (fd < 0) return;
+  int saved = errno;
+  unsigned char byte = static_cast<unsigned char>(sig);
+  ssize_t ignored = ::write(fd, &byte, 1);
+  (void)ignored;
+  errno = saved;
+}
+
+std::string demangled_type_name(const std::type_info& type) {
+  int status = 0;
+  char* name = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
+  std::string result = (status == 0 && name != nullptr) ? name : type.name();
+  std::free(name);
+  return result;
+}
+
+std::string describe_exception(const std::exception_ptr& exc) {
+  try {
+    std::rethrow_exception(exc);
+  } catch (const std::exception& e) {
+    return demangled_type_name(typeid(e)) + ": " + e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+[[noreturn]] void throw_errno(const char* what) {
+  throw std::system_error(errno, std::generic_category(), what);
+}
+
+std::once_flag g_sigpipe_once;
+
+// Heap order for timers: earliest first, ties in scheduling order.
+constexpr auto kTimerLater = [](const auto& a, const auto& b) {
+  return a.when > b.when || (a.when == b.when && a.seq > b.seq);
+};
+constexpr size_t kMinTimersForCleanup = 100;
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Handles
+
+void CallbackNode::invoke_node(Runnable* self, bool discard) {
+  auto* node = static_cast<CallbackNode*>(self);
+  if (!discard && !node->cancelled) node->loop->run_callback_node(node);
+  node->unref();
+}
+
+Handle::Handle(const Handle& other) : node_(other.node_) {
+  if (node_ != nullptr) node_->ref();
+}
+
+Handle::~Handle() {
+  if (node_ != nullptr) node_->unref();
+}
+
+void Handle::cancel() {
+  if (node_ == nullptr || node_->cancelled) return;
+  node_->cancelled = true;
+  if (node_->in_heap) node_->loop->timer_cancelled();
+  if (!node_->running) node_->callback = nullptr;
+}
+
+bool Handle::cancelled() const { return node_ != nullptr && node_->cancelled; }
+
+double TimerHandle::when() const { return node_ != nullptr ? node_->when : 0.0; }
+
+// ---------------------------------------------------------------------------
+// SocketAddress
+
+SocketAddress::SocketAddress() { std::memset(&storage_, 0, sizeof(storage_)); }
+
+SocketAddress::SocketAddress(std::string ip_literal, uint16_t port) : SocketAddress() {
+  addrinfo hints{};
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  hints.ai_family = AF_UNSPEC;
+  addrinfo* res = nullptr;
+  std::string service = std::to_string(port);
+  // Accept the bracketed form "[::1]" too.
+  if (ip_literal.size() > 2 && ip_literal.front() == '[' && ip_literal.back() == ']') {
+    ip_literal = ip_literal.substr(1, ip_literal.size() - 2);
+  }
+  if (ip_literal.empty() || ::getaddrinfo(ip_literal.c_str(), service.c_str(), &hints, &res) != 0 ||
+      res == nullptr) {
+    throw std::invalid_argument("not an IP address literal: '" + ip_literal + "'");
+  }
+  std::memcpy(&storage_, res->ai_addr, res->ai_addrlen);
+  len_ = res->ai_addrlen;
+  ::freeaddrinfo(res);
+}
+
+SocketAddress SocketAddress::unix_path(std::string path) {
+  SocketAddress a;
+  auto* un = reinterpret_cast<sockaddr_un*>(&a.storage_);
+  if (path.size() >= sizeof(un->sun_path)) {
+    throw std::invalid_argument("AF_UNIX path too long: '" + path + "'");
+  }
+  un->sun_family = AF_UNIX;
+  std::memcpy(un->sun_path, path.data(), path.size());
+  a.len_ = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() +
+                                  (path.empty() || path[0] != '\0' ? 1 : 0));
+  return a;
+}
+
+SocketAddress SocketAddress::from_sockaddr(const sockaddr* addr, socklen_t len) {
+  SocketAddress a;
+  if (len > sizeof(a.storage_)) throw std::invalid_argument("sockaddr too long");
+  std::memcpy(&a.storage_, addr, len);
+  a.len_ = len;
+  return a;
+}
+
+int SocketAddress::family() const { return len_ == 0 ? AF_UNSPEC : storage_.ss_family; }
+
+std::string SocketAddress::host() const {
+  char buf[INET6_ADDRSTRLEN + IF_NAMESIZE + 2] = {};
+  if (family() == AF_INET || family() == AF_INET6) {
+    if (::getnameinfo(sockaddr_ptr(), len_, buf, sizeof(buf), nullptr, 0, NI_NUMERICHOST) == 0) {
+      return buf;
+    }
+  }
+  return "";
+}
+
+uint16_t SocketAddress::port() const {
+  if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+  if (family() == AF_INET6) {
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  }
+  return 0;
+}
+
+std::string SocketAddress::path() const {
+  if (family() != AF_UNIX) return "";
+  const auto* un = reinterpret_cast<const sockaddr_un*>(&storage_);
+  size_t n = len_ - offsetof(sockaddr_un, sun_path);
+  if (n > 0 && un->sun_path[0] != '\0') return std::string(un->sun_path, strnlen(un->sun_path, n));
+  return std::string(un->sun_path, n);  // abstract namespace
+}
+
+std::string SocketAddress::to_string() const {
+  switch (family()) {
+    case AF_INET:
+      return host() + ":" + std::to_string(port());
+    case AF_INET6:
+      return "[" + host() + "]:" + std::to_string(port());
+    case AF_UNIX:
+      return path();
+    default:
+      return "<unspecified address>";
+  }
+}
+
+bool operator==(const SocketAddress& a, const SocketAddress& b) {
+  return a.len_ == b.len_ && std::memcmp(&a.storage_, &b.storage_, a.len_) == 0;
+}
+
+// ---------------------------------------------------------------------------
+// EventLoop
+
+struct EventLoop::FdWatch {
+  struct Side : Runnable {
+    Side() : Runnable(&Side::invoke_side) {}
+    static void invoke_side(Runnable* self, bool discard);
+    FdWatch* watch = nullptr;
+    absl::AnyInvocable<void()> cb;
+    uint32_t generation = 0;  // bumped by add/remove: a running cb was replaced
+    bool active = false;
+    bool queued = false;
+  };
+  FdWatch(EventLoop* l, int f) : loop(l), fd(f) {
+    reader.watch = this;
+    writer.watch = this;
+  }
+  EventLoop* loop;
+  int fd;
+  uint32_t registered_events = 0;  // what epoll has for fd
+  Side reader, writer;
+};
+
+void EventLoop::FdWatch::Side::invoke_side(Runnable* self, bool discard) {
+  auto* side = static_cast<Side*>(self);
+  side->queued = false;
+  if (discard || !side->active) return;
+  EventLoop* loop = side->watch->loop;
+  const uint32_t generation = side->generation;
+  auto cb = std::move(side->cb);
+  double start = loop->debug_ ? loop->time() : 0;
+  try {
+    cb();
+  } catch (...) {
+    loop->report_callback_exception(std::current_exception());
+  }
+  if (loop->debug_) {
+    double took = loop->time() - start;
+    if (took >= loop->slow_callback_duration_) {
+      char msg[128];
+      std::snprintf(msg, sizeof(msg), "Executing <fd %d callback> took %.3f seconds",
+                    side->watch->fd, took);
+      loop->call_exception_handler({msg, nullptr, "", ""});
+    }
+  }
+  if (side->generation == generation) side->cb = std::move(cb);
+}
+
+EventLoop::EventLoop() {
+  std::call_once(g_sigpipe_once, [] {
+    // A write to a closed pipe or socket must surface as EPIPE, never kill
+    // the process.
+    struct sigaction old {};
+    if (::sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) {
+      ::signal(SIGPIPE, SIG_IGN);
+    }
+  });
+  std::call_once(g_signal_fds_init, [] {
+    for (auto& fd : g_signal_fds) fd.store(-1);
+  });
+  epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
+  if (epoll_fd_ < 0) throw_errno("epoll_create1");
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake_fd_ < 0) {
+    int saved = errno;
+    ::close(epoll_fd_);
+    errno = saved;
+    throw_errno("eventfd");
+  }
+  watch_internal_fd(wake_fd_);
+  std::lock_guard<std::mutex> lock(g_live_loops_mu);
+  live_loops().insert(this);
+}
+
+EventLoop::~EventLoop() {
+  if (!closed_.load()) {
+    running_ = false;
+    close();
+  }
+  // Extensions go first, newest last-in first-out, while the loop (closed)
+  // is still a valid object they may talk to.
+  for (int i = kMaxExtensions - 1; i >= 0; --i) extensions_[i].reset();
+  discard_pending();  // anything an extension's teardown scheduled
+  if (t_event_loop == this) t_event_loop = nullptr;
+  std::lock_guard<std::mutex> lock(g_live_loops_mu);
+  live_loops().erase(this);
+}
+
+bool EventLoop::exists(const EventLoop* loop) {
+  std::lock_guard<std::mutex> lock(g_live_loops_mu);
+  return live_loops().count(loop) != 0;
+}
+
+int EventLoop::new_extension_slot() {
+  static std::atomic<int> next{0};
+  int slot = next.fetch_add(1);
+  if (slot >= kMaxExtensions) throw std::logic_error("too many loop extension kinds");
+  return slot;
+}
+
+void EventLoop::set_extension(int slot, std::unique_ptr<LoopExtension> ext) {
+  extensions_[slot] = std::move(ext);
+}
+
+void EventLoop::check_open() const {
+  if (closed_.load(std::memory_order_relaxed)) throw std::runtime_error("Event loop is closed");
+}
+
+double EventLoop::time() const {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+Handle EventLoop::call_soon(absl::AnyInvocable<void()> cb) {
+  check_open();
+  auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
+  enqueue(node);
+  return Handle(node);
+}
+
+void EventLoop::schedule(Runnable& node) {
+  if (closed_.load(std::memory_order_relaxed)) {
+    node.invoke(&node, /*discard=*/true);
+    return;
+  }
+  enqueue(&node);
+}
+
+Handle EventLoop::call_soon_threadsafe(absl::AnyInvocable<void()> cb) {
+  check_open();
+  auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/true);
+  CallbackNode* head = remote_head_.load(std::memory_order_relaxed);
+  do {
+    node->next_in_queue = head;
+  } while (!remote_head_.compare_exchange_weak(head, node, std::memory_order_release,
+                                               std::memory_order_relaxed));
+  if (head == nullptr) {
+    // First node since the loop last drained: wake it. Later pushers see a
+    // non-empty stack and know a wake-up is already on its way.
+    uint64_t one = 1;
+    ssize_t ignored = ::write(wake_fd_, &one, sizeof(one));
+    (void)ignored;
+  }
+  return Handle(node);
+}
+
+void EventLoop::drain_remote_queue() {
+  if (remote_head_.load(std::memory_order_relaxed) == nullptr) return;
+  CallbackNode* stack = remote_head_.exchange(nullptr, std::memory_order_acquire);
+  // The stack is newest-first; reverse it to keep each thread's order.
+  Runnable* fifo = nullptr;
+  while (stack != nullptr) {
+    auto* next = static_cast<CallbackNode*>(stack->next_in_queue);
+    stack->next_in_queue = fifo;
+    fifo = stack;
+    stack = next;
+  }
+  while (fifo != nullptr) {
+    Runnable* next = fifo->next_in_queue;
+    enqueue(fifo);
+    fifo = next;
+  }
+}
+
+TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb) {
+  check_open();
+  auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
+  node->when = when;
+  node->in_heap = true;
+  timers_.push_back({when, timer_seq_++, node});
+  std::push_heap(timers_.begin(), timers_.end(), kTimerLater);
+  return TimerHandle(node);
+}
+
+void EventLoop::timer_cancelled() {
+  ++cancelled_timers_;
+  if (timers_.size() > kMinTimersForCleanup && cancelled_timers_ * 2 > timers_.size()) {
+    // Rebuild without the cancelled entries, as asyncio does.
+    auto keep = std::remove_if(timers_.begin(), timers_.end(), [](const TimerEntry& e) {
+      if (!e.node->cancelled) return false;
+      e.node->in_heap = false;
+      e.node->unref();
+      return true;
+    });
+    timers_.erase(keep, timers_.end());
+    std::make_heap(timers_.begin(), timers_.end(), kTimerLater);
+    cancelled_timers_ = 0;
+  }
+}
+
+void EventLoop::pop_due_timers() {
+  if (timers_.empty()) return;
+  const double end = time() + 1e-9;
+  while (!timers_.empty()) {
+    TimerEntry top = timers_.front();
+    if (!top.node->cancelled && top.when >= end) break;
+    std::pop_heap(timers_.begin(), timers_.end(), kTimerLater);
+    timers_.pop_back();
+    top.node->in_heap = false;
+    if (top.node->cancelled) {
+      --cancelled_timers_;
+      top.node->unref();
+    } else {
+      enqueue(top.node);  // the heap's reference passes to the queue
+    }
+  }
+}
+
+void EventLoop::run_callback_node(CallbackNode* node) {
+  node->running = true;
+  double start = debug_ ? time() : 0;
+  try {
+    node->callback();
+  } catch (...) {
+    report_callback_exception(std::current_exception());
+  }
+  node->running = false;
+  if (debug_) {
+    double took = time() - start;
+    if (took >= slow_callback_duration_) {
+      char msg[96];
+      std::snprintf(msg, sizeof(msg), "Executing <Handle callback> took %.3f seconds", took);
+      call_exception_handler({msg, nullptr, "", ""});
+    }
+  }
+}
+
+void EventLoop::report_callback_exception(std::exception_ptr exc) {
+  call_exception_handler({"Exception in callback", std::move(exc), "", ""});
+}
+
+void EventLoop::run_forever() {
+  check_open();
+  if (running_) throw std::runtime_error("This event loop is already running");
+  if (t_running_loop != nullptr) {
+    throw std::runtime_error("Cannot run the event loop while another loop is running");
+  }
+  running_ = true;
+  t_running_loop = this;
+  struct Reset {
+    EventLoop* loop;
+    ~Reset() {
+      loop->stopping_ = false;
+      loop->running_ = false;
+      t_running_loop = nullptr;
+    }
+  } reset{this};
+  while (true) {
+    run_once();
+    if (stopping_) break;
+  }
+}
+
+void EventLoop::stop() { stopping_ = true; }
+
+void EventLoop::run_once() {
+  drain_remote_queue();
+  // Drop cancelled timers at the head so they do not shorten the wait.
+  while (!timers_.empty() && timers_.front().node->cancelled) {
+    CallbackNode* node = timers_.front().node;
+    std::pop_heap(timers_.begin(), timers_.end(), kTimerLater);
+    timers_.pop_back();
+    node->in_heap = false;
+    --cancelled_timers_;
+    node->unref();
+  }
+  int64_t timeout_ns;
+  if (ready_head_ != nullptr || stopping_) {
+    timeout_ns = 0;
+  } else if (!timers_.empty()) {
+    double delay = timers_.front().when - time();
+    timeout_ns = delay <= 0 ? 0 : static_cast<int64_t>(std::ceil(delay * 1e9));
+  } else {
+    timeout_ns = -1;
+  }
+  // With work already queued and no user fd to watch, skip the syscall:
+  // threadsafe callbacks are drained straight from their queue.
+  if (timeout_ns != 0 || user_watch_count_ > 0) poll_io(timeout_ns);
+  drain_remote_queue();
+  pop_due_timers();
+
+  // Run the batch queued so far; what it schedules waits for the next one.
+  Runnable* node = ready_head_;
+  ready_head_ = ready_tail_ = nullptr;
+  while (node != nullptr) {
+    Runnable* next = node->next_in_queue;
+    node->invoke(node, /*discard=*/false);
+    node = next;
+  }
+}
+
+void EventLoop::poll_io(int64_t timeout_ns) {
+  constexpr int kMaxEvents = 256;
+  epoll_event events[kMaxEvents];
+  int n;
+  if (timeout_ns < 0) {
+    n = ::epoll_wait(epoll_fd_, events, kMaxEvents, -1);
+  } else {
+    timespec ts{static_cast<time_t>(timeout_ns / 1000000000),
+                static_cast<long>(timeout_ns % 1000000000)};
+    n = ::epoll_pwait2(epoll_fd_, events, kMaxEvents, &ts, nullptr);
+  }
+  if (n < 0) {
+    if (errno == EINTR) return;
+    throw_errno("epoll_wait");
+  }
+  for (int i = 0; i < n; ++i) {
+    const int fd = events[i].data.fd;
+    const uint32_t ev = events[i].events;
+    if (fd == wake_fd_) {
+      uint64_t count;
+      ssize_t ignored = ::read(wake_fd_, &count, sizeof(count));
+      (void)ignored;
+      continue;
+    }
+    if (fd == signal_read_fd_) {
+      dispatch_signals();
+      continue;
+    }
+    if (fd < 0 || static_cast<size_t>(fd) >= fd_watches_.size() || !fd_watches_[fd]) continue;
+    FdWatch& w = *fd_watches_[fd];
+    constexpr uint32_t kIn = EPOLLIN, kOut = EPOLLOUT;
+    // As CPython's selectors: anything but "writable" wakes the reader (error
+    // and hang-up included), anything but "readable" wakes the writer.
+    if ((ev & ~kOut) && w.reader.active && !w.reader.queued) {
+      w.reader.queued = true;
+      enqueue(&w.reader);
+    }
+    if ((ev & ~kIn) && w.writer.active && !w.writer.queued) {
+      w.writer.queued = true;
+      enqueue(&w.writer);
+    }
+  }
+}
+
+EventLoop::FdWatch& EventLoop::watch_for(int fd) {
+  if (fd < 0) throw std::invalid_argument("invalid file descriptor " + std::to_string(fd));
+  if (static_cast<size_t>(fd) >= fd_watches_.size()) fd_watches_.resize(fd + 1);
+  if (!fd_watches_[fd]) fd_watches_[fd] = std::make_unique<FdWatch>(this, fd);
+  return *fd_watches_[fd];
+}
+
+void EventLoop::update_interest(int fd, FdWatch& w) {
+  uint32_t want =
+      (w.reader.active ? uint32_t{EPOLLIN} : 0u) | (w.writer.active ? uint32_t{EPOLLOUT} : 0u);
+  if (want == w.registered_events) return;
+  epoll_event ev{};
+  ev.events = want;
+  ev.data.fd = fd;
+  int rc;
+  if (want == 0) {
+    rc = ::epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+    if (rc < 0 && (errno == ENOENT || errno == EBADF)) rc = 0;  // fd closed behind our back
+  } else if (w.registered_events == 0) {
+    rc = ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+    if (rc < 0 && errno == EEXIST) rc = ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
+  } else {
+    rc = ::epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, fd, &ev);
+    // The fd number was closed and reused since it was registered.
+    if (rc < 0 && errno == ENOENT) rc = ::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev);
+  }
+  if (rc < 0) throw_errno("epoll_ctl");
+  if ((w.registered_events == 0) != (want == 0)) {
+    if (want == 0) {
+      --user_watch_count_;
+    } else {
+      ++user_watch_count_;
+    }
+  }
+  w.registered_events = want;
+}
+
+void EventLoop::watch_internal_fd(int fd) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = fd;
+  if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) < 0) throw_errno("epoll_ctl");
+}
+
+void EventLoop::add_reader(int fd, absl::AnyInvocable<void()> cb) {
+  check_open();
+  FdWatch& w = watch_for(fd);
+  const bool was_active = w.reader.active;
+  w.reader.active = true;
+  try {
+    update_interest(fd, w);
+  } catch (...) {
+    w.reader.active = was_active;
+    throw;
+  }
+  w.reader.cb = std::move(cb);
+  ++w.reader.generation;
+}
+
+bool EventLoop::remove_reader(int fd) {
+  if (closed_.load() || fd < 0 || static_cast<size_t>(fd) >= fd_watches_.size() ||
+      !fd_watches_[fd] || !fd_watches_[fd]->reader.active) {
+    return false;
+  }
+  FdWatch& w = *fd_watches_[fd];
+  w.reader.active = false;
+  w.reader.cb = nullptr;
+  ++w.reader.generation;
+  update_interest(fd, w);
+  return true;
+}
+
+void EventLoop::add_writer(int fd, absl::AnyInvocable<void()> cb) {
+  check_open();
+  FdWatch& w = watch_for(fd);
+  const bool was_active = w.writer.active;
+  w.writer.active = true;
+  try {
+    update_interest(fd, w);
+  } catch (...) {
+    w.writer.active = was_active;
+    throw;
+  }
+  w.writer.cb = std::move(cb);
+  ++w.writer.generation;
+}
+
+bool EventLoop::remove_writer(int fd) {
+  if (closed_.load() || fd < 0 || static_cast<size_t>(fd) >= fd_watches_.size() ||
+      !fd_watches_[fd] || !fd_watches_[fd]->writer.active) {
+    return false;
+  }
+  FdWatch& w = *fd_watches_[fd];
+  w.writer.active = false;
+  w.writer.cb = nullptr;
+  ++w.writer.generation;
+  update_interest(fd, w);
+  return true;
+}
+
+// ---------------------------------------------------------------------------
+// Signals
+
+void EventLoop::add_signal_handler(int sig, absl::AnyInvocable<void()> cb) {
+  check_open();
+  if (sig <= 0 || sig >= kMaxSignal) {
+    throw std::invalid_argument("signal number out of range: " + std::to_string(sig));
+  }
+  if (sig == SIGKILL || sig == SIGSTOP) {
+    throw std::invalid_argument("signal " + std::to_string(sig) + " cannot be caught");
+  }
+  if (signal_read_fd_ < 0) {
+    int fds[2];
+    if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) throw_errno("pipe2");
+    signal_read_fd_ = fds[0];
+    signal_write_fd_ = fds[1];
+    watch_internal_fd(signal_read_fd_);
+    ++user_watch_count_;  // the signal pipe must be polled even while busy
+  }
+  if (signal_handlers_.size() < static_cast<size_t>(kMaxSignal))
+    signal_handlers_.resize(kMaxSignal);
+  struct sigaction sa {};
+  sa.sa_handler = &on_signal;
+  sigfillset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  g_signal_fds[sig].store(signal_write_fd_);
+  if (::sigaction(sig, &sa, nullptr) < 0) {
+    g_signal_fds[sig].store(-1);
+    throw_errno("sigaction");
+  }
+  signal_handlers_[sig] = std::make_shared<absl::AnyInvocable<void()>>(std::move(cb));
+}
+
+bool EventLoop::remove_signal_handler(int sig) {
+  if (sig <= 0 || sig >= kMaxSignal || static_cast<size_t>(sig) >= signal_handlers_.size() ||
+      !signal_handlers_[sig]) {
+    return false;
+  }
+  signal_handlers_[sig] = nullptr;
+  restore_signal(sig);
+  return true;
+}
+
+void EventLoop::restore_signal(int sig) {
+  int mine = signal_write_fd_;
+  if (mine >= 0 && g_signal_fds[sig].compare_exchange_strong(mine, -1)) {
+    ::signal(sig, SIG_DFL);
+  }
+}
+
+void EventLoop::dispatch_signals() {
+  unsigned char buf[256];
+  while (true) {
+    ssize_t n = ::read(signal_read_fd_, buf, sizeof(buf));
+    if (n <= 0) break;
+    for (ssize_t i = 0; i < n; ++i) {
+      const int sig = buf[i];
+      if (static_cast<size_t>(sig) >= signal_handlers_.size() || !signal_handlers_[sig]) continue;
+      // Runs in the next batch, as asyncio's _handle_signal does; the handler
+      // is looked up then, so one removed meanwhile does not run.
+      call_soon([handler = signal_handlers_[sig]] { (*handler)(); });
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Closing
+
+void EventLoop::discard_pending() {
+  // Nodes may schedule others while being discarded: repeat until empty.
+  while (ready_head_ != nullptr || remote_head_.load() != nullptr || !timers_.empty()) {
+    drain_remote_queue();
+    Runnable* node = ready_head_;
+    ready_head_ = ready_tail_ = nullptr;
+    while (node != nullptr) {
+      Runnable* next = node->next_in_queue;
+      node->invoke(node, /*discard=*/true);
+      node = next;
+    }
+    std::vector<TimerEntry> timers;
+    timers.swap(timers_);
+    cancelled_timers_ = 0;
+    for (TimerEntry& e : timers) {
+      e.node->in_heap = false;
+      e.node->unref();
+    }
+  }
+}
+
+void EventLoop::close() {
+  if (running_) throw std::runtime_error("Cannot close a running event loop");
+  if (closed_.exchange(true)) return;
+  discard_pending();
+  for (size_t sig = 0; sig < signal_handlers_.size(); ++sig) {
+    if (signal_handlers_[sig]) {
+      signal_handlers_[sig] = nullptr;
+      restore_signal(static_cast<int>(sig));
+    }
+  }
+  for (auto& w : fd_watches_) {
+    if (w) {
+      w->reader.cb = nullptr;
+      w->writer.cb = nullptr;
+      w->reader.active = w->writer.active = false;
+    }
+  }
+  for (int* fd : {&signal_read_fd_, &signal_write_fd_, &wake_fd_, &epoll_fd_}) {
+    if (*fd >= 0) ::close(*fd);
+    *fd = -1;
+  }
+  if (auto executor = std::move(default_executor_)) executor->shutdown(/*wait=*/false);
+}
+
+// ---------------------------------------------------------------------------
+// Errors
+
+void EventLoop::set_exception_handler(ExceptionHandler handler) {
+  exception_handler_ = std::move(handler);
+}
+
+void EventLoop::call_exception_handler(const ExceptionContext& context) {
+  if (!exception_handler_) {
+    default_exception_handler(context);
+    return;
+  }
+  try {
+    exception_handler_(*this, context);
+  } catch (...) {
+    default_exception_handler(
+        {"Unhandled error in exception handler", std::current_exception(), context.task, ""});
+    default_exception_handler(context);
+  }
+}
+
+void EventLoop::default_exception_handler(const ExceptionContext& context) {
+  std::string text = "asyncio: " + (context.message.empty() ? "Unhandled exception in event loop"
+                                                            : context.message);
+  if (!context.task.empty()) text += "\n  task: " + context.task;
+  if (!context.callback.empty()) text += "\n  callback: " + context.callback;
+  if (context.exception) text += "\n  exception: " + describe_exception(context.exception);
+  text += "\n";
+  std::fwrite(text.data(), 1, text.size(), stderr);
+  std::fflush(stderr);
+}
+
+void EventLoop::set_default_executor(std::shared_ptr<Executor> executor) {
+  default_executor_ = std::move(executor);
+}
+
+// ---------------------------------------------------------------------------
+// Thread's loops
+
+std::unique_ptr<EventLoop> new_event_loop() { return std::make_unique<EventLoop>(); }
+
+EventLoop* running_loop_or_null() { return t_running_loop; }
+
+EventLoop& get_running_loop() {
+  if (t_running_loop == nullptr) throw std::runtime_error("no running event loop");
+  return *t_running_loop;
+}
+
+EventLoop& get_event_loop() {
+  if (t_running_loop != nullptr) return *t_running_loop;
+  if (t_event_loop != nullptr) return *t_event_loop;
+  if (!t_owned_loop || t_owned_loop->is_closed()) t_owned_loop = new_event_loop();
+  t_event_loop = t_owned_loop.get();
+  return *t_event_loop;
+}
+
+void set_event_loop(EventLoop* loop) { t_event_loop = loop; }
+
+}  // namespace asyncio

@@ -1,0 +1,293 @@
+// //loop: the event loop core of asyncio for C++.
+//
+// An epoll loop with asyncio's semantics: call_soon / call_later / call_at,
+// run_forever / stop ("finish the current batch"), readers and writers,
+// signal handlers, the exception handler and debug mode.
+//
+// The ready queue holds intrusive Runnable nodes: tasks embed theirs, and
+// call_soon takes its node from a per-thread free list, so scheduling
+// allocates nothing in steady state. Timers sit in a binary heap with lazy
+// cancellation. A file descriptor stays registered with epoll until its last
+// watcher is removed.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/any_invocable.h"
+#include "loop/internal/pool.h"
+
+namespace asyncio {
+
+class EventLoop;
+
+// ---------------------------------------------------------------------------
+// Runnable: the unit of the ready queue.
+//
+// Higher layers (tasks, future callbacks) embed a Runnable and hand it to
+// EventLoop::schedule(): no allocation. `invoke(self, discard)` runs the node,
+// or, with discard == true, releases it without running (the loop is closing).
+struct Runnable {
+  using InvokeFn = void (*)(Runnable* self, bool discard);
+  explicit Runnable(InvokeFn fn = nullptr) : invoke(fn) {}
+  Runnable* next_in_queue = nullptr;
+  InvokeFn invoke;
+};
+
+namespace loop_internal {
+struct CallbackNode;
+}
+
+// Handle returned by call_soon / call_soon_threadsafe: cancels the callback.
+class Handle {
+ public:
+  Handle() = default;
+  Handle(const Handle& other);
+  Handle(Handle&& other) noexcept : node_(other.node_) { other.node_ = nullptr; }
+  Handle& operator=(Handle other) noexcept {
+    std::swap(node_, other.node_);
+    return *this;
+  }
+  ~Handle();
+
+  // Cancels the callback; no effect if it already ran or was cancelled.
+  // Releases the callback (and what it captured) at once.
+  void cancel();
+  bool cancelled() const;
+
+ protected:
+  friend class EventLoop;
+  explicit Handle(loop_internal::CallbackNode* node) : node_(node) {}
+  loop_internal::CallbackNode* node_ = nullptr;
+};
+
+// Handle returned by call_later / call_at.
+class TimerHandle : public Handle {
+ public:
+  TimerHandle() = default;
+  // The absolute time (EventLoop::time() clock) the callback is due.
+  double when() const;
+
+ private:
+  friend class EventLoop;
+  using Handle::Handle;
+};
+
+// What the exception handler is told.
+struct ExceptionContext {
+  std::string message;
+  std::exception_ptr exception;  // may be null
+  std::string task;              // name of the task involved, if any
+  std::string callback;          // description of the callback involved, if any
+};
+
+// The interface of a pool that runs blocking work off the loop thread
+// (//executors implements it). The loop only keeps the default one.
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  // Runs `work` on some other thread, eventually.
+  virtual void execute(absl::AnyInvocable<void()> work) = 0;
+  virtual void shutdown(bool wait = true, bool cancel_futures = false) = 0;
+};
+
+// Per-loop state owned by a higher layer (the task registry of //futures, a
+// resolver, ...) without the loop knowing its type. Destroyed with the loop,
+// after the loop has been closed.
+class LoopExtension {
+ public:
+  virtual ~LoopExtension() = default;
+};
+
+// An IPv4, IPv6 or Unix socket address.
+class SocketAddress {
+ public:
+  SocketAddress();
+  // `ip_literal` is "127.0.0.1", "::1", "fe80::1%lo", ...; throws
+  // std::invalid_argument if it is not an IP literal (no name resolution).
+  SocketAddress(std::string ip_literal, uint16_t port);
+  static SocketAddress unix_path(std::string path);
+  // Copies a kernel sockaddr (from accept, getsockname, recvfrom, ...).
+  static SocketAddress from_sockaddr(const sockaddr* addr, socklen_t len);
+
+  std::string host() const;       // IP literal; empty for AF_UNIX
+  uint16_t port() const;          // 0 for AF_UNIX
+  int family() const;             // AF_INET, AF_INET6, AF_UNIX
+  std::string path() const;       // AF_UNIX only
+  std::string to_string() const;  // "127.0.0.1:80", "[::1]:80", or the path
+
+  const sockaddr* sockaddr_ptr() const { return reinterpret_cast<const sockaddr*>(&storage_); }
+  socklen_t sockaddr_len() const { return len_; }
+
+  friend bool operator==(const SocketAddress& a, const SocketAddress& b);
+
+ private:
+  sockaddr_storage storage_;
+  socklen_t len_ = 0;
+};
+
+class EventLoop {
+ public:
+  EventLoop();
+  ~EventLoop();
+  EventLoop(const EventLoop&) = delete;
+  EventLoop& operator=(const EventLoop&) = delete;
+
+  // --- scheduling -----------------------------------------------------------
+  Handle call_soon(absl::AnyInvocable<void()> cb);
+  // Safe from any thread, any number at once; wakes the loop.
+  Handle call_soon_threadsafe(absl::AnyInvocable<void()> cb);
+  template <class Rep, class Period>
+  TimerHandle call_later(std::chrono::duration<Rep, Period> delay, absl::AnyInvocable<void()> cb) {
+    return call_at(time() + std::chrono::duration<double>(delay).count(), std::move(cb));
+  }
+  TimerHandle call_at(double when, absl::AnyInvocable<void()> cb);
+  // Seconds on the monotonic clock that call_at uses.
+  double time() const;
+
+  // Enqueues an intrusive node (loop thread only). For library layers; on a
+  // closed loop the node is discarded.
+  void schedule(Runnable& node);
+
+  // --- running --------------------------------------------------------------
+  // Runs until stop(); the batch of callbacks in progress when stop() is
+  // called completes first. Throws std::runtime_error if the loop is closed,
+  // already running, or another loop runs in this thread.
+  void run_forever();
+  void stop();
+  bool is_running() const { return running_; }
+  bool is_closed() const { return closed_; }
+  // Drops pending callbacks, removes signal handlers, shuts down the default
+  // executor without waiting. Throws std::runtime_error if running.
+  void close();
+
+  // --- I/O readiness (level-triggered, as asyncio's selector loop) ----------
+  // Replaces any reader (writer) already registered for fd.
+  void add_reader(int fd, absl::AnyInvocable<void()> cb);
+  bool remove_reader(int fd);
+  void add_writer(int fd, absl::AnyInvocable<void()> cb);
+  bool remove_writer(int fd);
+
+  // --- signals --------------------------------------------------------------
+  // The callback runs on the loop, not in the signal handler. A signal has at
+  // most one handler process-wide: the last loop to add one wins.
+  void add_signal_handler(int sig, absl::AnyInvocable<void()> cb);
+  bool remove_signal_handler(int sig);
+
+  // --- errors and debugging -------------------------------------------------
+  using ExceptionHandler = std::function<void(EventLoop&, const ExceptionContext&)>;
+  // nullptr restores the default handler.
+  void set_exception_handler(ExceptionHandler handler);
+  const ExceptionHandler& get_exception_handler() const { return exception_handler_; }
+  // Calls the handler; a handler that throws is reported by the default one.
+  void call_exception_handler(const ExceptionContext& context);
+  // Writes the context to stderr.
+  void default_exception_handler(const ExceptionContext& context);
+  void set_debug(bool enabled) { debug_ = enabled; }
+  bool get_debug() const { return debug_; }
+  // In debug mode, callbacks slower than this (seconds) are reported.
+  void set_slow_callback_duration(double seconds) { slow_callback_duration_ = seconds; }
+  double slow_callback_duration() const { return slow_callback_duration_; }
+
+  // --- executor slot --------------------------------------------------------
+  void set_default_executor(std::shared_ptr<Executor> executor);
+  const std::shared_ptr<Executor>& default_executor() const { return default_executor_; }
+
+  // --- extensions for higher layers -----------------------------------------
+  static constexpr int kMaxExtensions = 8;
+  // A process-wide slot number for one kind of extension; call once per kind.
+  static int new_extension_slot();
+  LoopExtension* extension(int slot) const { return extensions_[slot].get(); }
+  void set_extension(int slot, std::unique_ptr<LoopExtension> ext);
+
+  // True while `loop` is a live EventLoop (used when reporting from objects
+  // that may outlive their loop).
+  static bool exists(const EventLoop* loop);
+
+ private:
+  friend class Handle;
+  friend class TimerHandle;
+  friend struct loop_internal::CallbackNode;
+  struct FdWatch;
+  struct TimerEntry {
+    double when;
+    uint64_t seq;
+    loop_internal::CallbackNode* node;
+  };
+
+  void run_once();
+  void check_open() const;
+  void enqueue(Runnable* node) {
+    node->next_in_queue = nullptr;
+    if (ready_tail_ != nullptr) {
+      ready_tail_->next_in_queue = node;
+    } else {
+      ready_head_ = node;
+    }
+    ready_tail_ = node;
+  }
+  void drain_remote_queue();
+  void poll_io(int64_t timeout_ns);  // -1: no timeout
+  void pop_due_timers();
+  void timer_cancelled();
+  void discard_pending();
+  FdWatch& watch_for(int fd);
+  void update_interest(int fd, FdWatch& w);
+  void watch_internal_fd(int fd);
+  void dispatch_signals();
+  void run_callback_node(loop_internal::CallbackNode* node);
+  void report_callback_exception(std::exception_ptr exc);
+  void restore_signal(int sig);
+
+  // Ready queue (loop thread).
+  Runnable* ready_head_ = nullptr;
+  Runnable* ready_tail_ = nullptr;
+  // Lock-free stack of nodes pushed by other threads.
+  std::atomic<loop_internal::CallbackNode*> remote_head_{nullptr};
+
+  std::vector<TimerEntry> timers_;  // min-heap on (when, seq)
+  uint64_t timer_seq_ = 0;
+  size_t cancelled_timers_ = 0;
+
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd for call_soon_threadsafe
+  int signal_read_fd_ = -1, signal_write_fd_ = -1;
+  std::vector<std::unique_ptr<FdWatch>> fd_watches_;
+  size_t user_watch_count_ = 0;  // fds with a reader or writer (plus signals)
+  std::vector<std::shared_ptr<absl::AnyInvocable<void()>>> signal_handlers_;  // by signal number
+
+  bool running_ = false;
+  bool stopping_ = false;
+  std::atomic<bool> closed_{false};
+  bool debug_ = false;
+  double slow_callback_duration_ = 0.1;
+
+  ExceptionHandler exception_handler_;
+  std::shared_ptr<Executor> default_executor_;
+  std::array<std::unique_ptr<LoopExtension>, kMaxExtensions> extensions_;
+};
+
+// A new loop (not set as this thread's loop).
+std::unique_ptr<EventLoop> new_event_loop();
+// The loop running in this thread; throws std::runtime_error("no running
+// event loop") if none.
+EventLoop& get_running_loop();
+// The running loop, else this thread's loop (set_event_loop), else a loop
+// created for this thread on demand and owned by it.
+EventLoop& get_event_loop();
+void set_event_loop(EventLoop* loop);
+// The running loop or nullptr.
+EventLoop* running_loop_or_null();
+
+}  // namespace asyncio

@@ -1,0 +1,408 @@
+#include "loop/loop.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace asyncio {
+namespace {
+
+using namespace std::chrono_literals;
+
+TEST(EventLoopTest, CallSoonRunsInOrder) {
+  auto loop = new_event_loop();
+  std::vector<int> order;
+  for (int i = 0; i < 5; ++i) loop->call_soon([&, i] { order.push_back(i); });
+  loop->call_soon([&] { loop->stop(); });
+  loop->run_forever();
+  EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
+}
+
+TEST(EventLoopTest, StopFinishesTheCurrentBatchOnly) {
+  auto loop = new_event_loop();
+  std::vector<std::string> seen;
+  loop->call_soon([&] {
+    seen.push_back("a");
+    loop->stop();
+    // Scheduled during the batch: runs in the next run_forever, not this one.
+    loop->call_soon([&] { seen.push_back("next-run"); });
+  });
+  loop->call_soon([&] { seen.push_back("b"); });  // same batch as "a"
+  loop->run_forever();
+  EXPECT_EQ(seen, (std::vector<std::string>{"a", "b"}));
+  loop->call_soon([&] { loop->stop(); });
+  loop->run_forever();
+  EXPECT_EQ(seen, (std::vector<std::string>{"a", "b", "next-run"}));
+}
+
+TEST(EventLoopTest, StopBeforeRunRunsOneIteration) {
+  auto loop = new_event_loop();
+  int runs = 0;
+  loop->call_soon([&] { ++runs; });
+  loop->stop();
+  loop->run_forever();
+  EXPECT_EQ(runs, 1);
+  EXPECT_FALSE(loop->is_running());
+}
+
+TEST(EventLoopTest, HandleCancelSkipsCallback) {
+  auto loop = new_event_loop();
+  bool ran = false;
+  Handle h = loop->call_soon([&] { ran = true; });
+  EXPECT_FALSE(h.cancelled());
+  h.cancel();
+  EXPECT_TRUE(h.cancelled());
+  loop->call_soon([&] { loop->stop(); });
+  loop->run_forever();
+  EXPECT_FALSE(ran);
+}
+
+TEST(EventLoopTest, CancelReleasesCapturedState) {
+  auto loop = new_event_loop();
+  auto token = std::make_shared<int>(1);
+  Handle h = loop->call_soon([token] {});
+  EXPECT_EQ(token.use_count(), 2);
+  h.cancel();
+  EXPECT_EQ(token.use_count(), 1);
+}
+
+TEST(EventLoopTest, TimersFireInTimeOrderAndTiesInScheduleOrder) {
+  auto loop = new_event_loop();
+  std::vector<int> order;
+  const double t0 = loop->time();
+  loop->call_at(t0 + 0.03, [&] { order.push_back(3); });
+  loop->call_at(t0 + 0.01, [&] { order.push_back(1); });
+  loop->call_at(t0 + 0.02, [&] { order.push_back(20); });
+  loop->call_at(t0 + 0.02, [&] { order.push_back(21); });
+  loop->call_at(t0 + 0.02, [&] { order.push_back(22); });
+  loop->call_at(t0 + 0.04, [&] { loop->stop(); });
+  loop->run_forever();
+  EXPECT_EQ(order, (std::vector<int>{1, 20, 21, 22, 3}));
+  EXPECT_GE(loop->time() - t0, 0.04);
+}
+
+TEST(EventLoopTest, CallLaterWaitsAtLeastTheDelay) {
+  auto loop = new_event_loop();
+  const double start = loop->time();
+  double fired = 0;
+  TimerHandle h = loop->call_later(20ms, [&] {
+    fired = loop->time();
+    loop->stop();
+  });
+  EXPECT_NEAR(h.when(), start + 0.02, 0.005);
+  loop->run_forever();
+  EXPECT_GE(fired - start, 0.02);
+}
+
+TEST(EventLoopTest, CancelledTimersDoNotRunAndAreCleanedUp) {
+  auto loop = new_event_loop();
+  int ran = 0;
+  std::vector<TimerHandle> handles;
+  for (int i = 0; i < 1000; ++i) handles.push_back(loop->call_later(1ms, [&] { ++ran; }));
+  for (int i = 0; i < 1000; i += 2) handles[i].cancel();
+  loop->call_later(5ms, [&] { loop->stop(); });
+  loop->run_forever();
+  EXPECT_EQ(ran, 500);
+}
+
+TEST(EventLoopTest, TimerCancelledFromAnotherCallbackOfTheSameBatch) {
+  auto loop = new_event_loop();
+  bool second_ran = false;
+  TimerHandle second;
+  const double when = loop->time() + 0.005;
+  loop->call_at(when, [&] { second.cancel(); });
+  second = loop->call_at(when, [&] { second_ran = true; });
+  loop->call_later(15ms, [&] { loop->stop(); });
+  loop->run_forever();
+  EXPECT_FALSE(second_ran);
+}
+
+TEST(EventLoopTest, ThreadsafeCallsFromManyThreadsAllRunInPerThreadOrder) {
+  auto loop = new_event_loop();
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 5000;
+  std::vector<std::vector<int>> seen(kThreads);
+  std::atomic<int> total{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        loop->call_soon_threadsafe([&, t, i] {
+          seen[t].push_back(i);
+          if (++total == kThreads * kPerThread) loop->stop();
+        });
+      }
+    });
+  }
+  loop->run_forever();
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    ASSERT_EQ(seen[t].size(), static_cast<size_t>(kPerThread));
+    for (int i = 0; i < kPerThread; ++i) ASSERT_EQ(seen[t][i], i);
+  }
+}
+
+TEST(EventLoopTest, ThreadsafeCallWakesASleepingLoop) {
+  auto loop = new_event_loop();
+  std::atomic<bool> ran{false};
+  std::thread waker;
+  loop->call_soon([&] {
+    // The loop is about to block with nothing to do: only the wake-up fd can
+    // get it out.
+    waker = std::thread([&] {
+      loop->call_soon_threadsafe([&] {
+        ran = true;
+        loop->stop();
+      });
+    });
+  });
+  loop->run_forever();
+  waker.join();
+  EXPECT_TRUE(ran);
+}
+
+TEST(EventLoopTest, ReaderAndWriterOnSocketpair) {
+  auto loop = new_event_loop();
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds), 0);
+  std::string received;
+  loop->add_writer(fds[1], [&] {
+    ASSERT_EQ(::write(fds[1], "abc", 3), 3);
+    EXPECT_TRUE(loop->remove_writer(fds[1]));
+  });
+  loop->add_reader(fds[0], [&] {
+    char buf[16];
+    ssize_t n = ::read(fds[0], buf, sizeof(buf));
+    received.append(buf, n);
+    EXPECT_TRUE(loop->remove_reader(fds[0]));
+    loop->stop();
+  });
+  loop->run_forever();
+  EXPECT_EQ(received, "abc");
+  EXPECT_FALSE(loop->remove_reader(fds[0]));
+  EXPECT_FALSE(loop->remove_writer(fds[1]));
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+TEST(EventLoopTest, ReaderCanReplaceItselfWhileRunning) {
+  auto loop = new_event_loop();
+  int fds[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, fds), 0);
+  ASSERT_EQ(::write(fds[1], "xy", 2), 2);
+  std::vector<std::string> calls;
+  loop->add_reader(fds[0], [&] {
+    char c;
+    ASSERT_EQ(::read(fds[0], &c, 1), 1);
+    calls.push_back(std::string("first:") + c);
+    loop->add_reader(fds[0], [&] {
+      char d;
+      ASSERT_EQ(::read(fds[0], &d, 1), 1);
+      calls.push_back(std::string("second:") + d);
+      loop->remove_reader(fds[0]);
+      loop->stop();
+    });
+  });
+  loop->run_forever();
+  EXPECT_EQ(calls, (std::vector<std::string>{"first:x", "second:y"}));
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+TEST(EventLoopTest, AddReaderOnBadFdThrows) {
+  auto loop = new_event_loop();
+  EXPECT_THROW(loop->add_reader(-1, [] {}), std::invalid_argument);
+  int fd = ::open("/dev/null", O_RDONLY);
+  ::close(fd);
+  EXPECT_THROW(loop->add_reader(fd, [] {}), std::system_error);
+  EXPECT_FALSE(loop->remove_reader(fd));
+}
+
+TEST(EventLoopTest, SignalHandlerRunsOnTheLoop) {
+  auto loop = new_event_loop();
+  int count = 0;
+  loop->add_signal_handler(SIGUSR1, [&] {
+    ++count;
+    loop->stop();
+  });
+  loop->call_soon([] { ::kill(::getpid(), SIGUSR1); });
+  loop->run_forever();
+  EXPECT_EQ(count, 1);
+  EXPECT_TRUE(loop->remove_signal_handler(SIGUSR1));
+  EXPECT_FALSE(loop->remove_signal_handler(SIGUSR1));
+  EXPECT_THROW(loop->add_signal_handler(SIGKILL, [] {}), std::invalid_argument);
+  EXPECT_THROW(loop->add_signal_handler(0, [] {}), std::invalid_argument);
+}
+
+TEST(EventLoopTest, ExceptionInCallbackGoesToHandlerAndLoopContinues) {
+  auto loop = new_event_loop();
+  std::vector<std::string> messages;
+  loop->set_exception_handler([&](EventLoop&, const ExceptionContext& ctx) {
+    std::string what;
+    try {
+      std::rethrow_exception(ctx.exception);
+    } catch (const std::exception& e) {
+      what = e.what();
+    }
+    messages.push_back(ctx.message + "|" + what);
+  });
+  bool after = false;
+  loop->call_soon([] { throw std::runtime_error("boom"); });
+  loop->call_soon([&] {
+    after = true;
+    loop->stop();
+  });
+  loop->run_forever();
+  EXPECT_TRUE(after);
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_EQ(messages[0], "Exception in callback|boom");
+}
+
+TEST(EventLoopTest, ThrowingExceptionHandlerDoesNotStopTheLoop) {
+  auto loop = new_event_loop();
+  loop->set_exception_handler(
+      [](EventLoop&, const ExceptionContext&) { throw std::runtime_error("handler broke"); });
+  bool after = false;
+  loop->call_soon([] { throw std::runtime_error("boom"); });
+  loop->call_soon([&] {
+    after = true;
+    loop->stop();
+  });
+  testing::internal::CaptureStderr();
+  loop->run_forever();
+  std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(after);
+  EXPECT_NE(err.find("Unhandled error in exception handler"), std::string::npos);
+  EXPECT_NE(err.find("boom"), std::string::npos);
+  loop->set_exception_handler(nullptr);
+  EXPECT_FALSE(loop->get_exception_handler());
+}
+
+TEST(EventLoopTest, DebugModeReportsSlowCallbacks) {
+  auto loop = new_event_loop();
+  loop->set_debug(true);
+  EXPECT_TRUE(loop->get_debug());
+  loop->set_slow_callback_duration(0.01);
+  std::vector<std::string> messages;
+  loop->set_exception_handler(
+      [&](EventLoop&, const ExceptionContext& ctx) { messages.push_back(ctx.message); });
+  loop->call_soon([] {
+    const auto until = std::chrono::steady_clock::now() + 20ms;
+    while (std::chrono::steady_clock::now() < until) {
+    }
+  });
+  loop->call_soon([&] { loop->stop(); });
+  loop->run_forever();
+  ASSERT_EQ(messages.size(), 1u);
+  EXPECT_NE(messages[0].find("took"), std::string::npos);
+}
+
+TEST(EventLoopTest, ClosedLoopRefusesWork) {
+  auto loop = new_event_loop();
+  loop->close();
+  EXPECT_TRUE(loop->is_closed());
+  EXPECT_THROW(loop->call_soon([] {}), std::runtime_error);
+  EXPECT_THROW(loop->call_later(1ms, [] {}), std::runtime_error);
+  EXPECT_THROW(loop->call_soon_threadsafe([] {}), std::runtime_error);
+  EXPECT_THROW(loop->run_forever(), std::runtime_error);
+  loop->close();  // idempotent
+}
+
+TEST(EventLoopTest, CloseWhileRunningAndNestedRunThrow) {
+  auto loop = new_event_loop();
+  bool close_threw = false, nested_threw = false, other_threw = false;
+  auto other = new_event_loop();
+  loop->call_soon([&] {
+    try {
+      loop->close();
+    } catch (const std::runtime_error&) {
+      close_threw = true;
+    }
+    try {
+      loop->run_forever();
+    } catch (const std::runtime_error&) {
+      nested_threw = true;
+    }
+    try {
+      other->run_forever();
+    } catch (const std::runtime_error&) {
+      other_threw = true;
+    }
+    loop->stop();
+  });
+  loop->run_forever();
+  EXPECT_TRUE(close_threw);
+  EXPECT_TRUE(nested_threw);
+  EXPECT_TRUE(other_threw);
+}
+
+TEST(EventLoopTest, CloseDropsPendingCallbacksAndTheirCaptures) {
+  auto loop = new_event_loop();
+  auto token = std::make_shared<int>(0);
+  loop->call_soon([token] {});
+  loop->call_later(1s, [token] {});
+  EXPECT_EQ(token.use_count(), 3);
+  loop->close();
+  EXPECT_EQ(token.use_count(), 1);
+}
+
+TEST(EventLoopTest, RunningAndThreadLoops) {
+  EXPECT_THROW(get_running_loop(), std::runtime_error);
+  auto loop = new_event_loop();
+  EventLoop* seen = nullptr;
+  loop->call_soon([&] {
+    seen = &get_running_loop();
+    EXPECT_EQ(&get_event_loop(), loop.get());
+    loop->stop();
+  });
+  loop->run_forever();
+  EXPECT_EQ(seen, loop.get());
+  set_event_loop(loop.get());
+  EXPECT_EQ(&get_event_loop(), loop.get());
+  set_event_loop(nullptr);
+  // Another thread gets a loop of its own on demand.
+  EventLoop* from_thread = nullptr;
+  std::thread([&] { from_thread = &get_event_loop(); }).join();
+  EXPECT_NE(from_thread, nullptr);
+  EXPECT_NE(from_thread, loop.get());
+}
+
+TEST(EventLoopTest, ExistsTracksLiveLoops) {
+  auto loop = new_event_loop();
+  EventLoop* raw = loop.get();
+  EXPECT_TRUE(EventLoop::exists(raw));
+  loop.reset();
+  EXPECT_FALSE(EventLoop::exists(raw));
+}
+
+TEST(SocketAddressTest, ParsesLiteralsAndFormats) {
+  SocketAddress v4("127.0.0.1", 8888);
+  EXPECT_EQ(v4.family(), AF_INET);
+  EXPECT_EQ(v4.host(), "127.0.0.1");
+  EXPECT_EQ(v4.port(), 8888);
+  EXPECT_EQ(v4.to_string(), "127.0.0.1:8888");
+  SocketAddress v6("::1", 80);
+  EXPECT_EQ(v6.family(), AF_INET6);
+  EXPECT_EQ(v6.to_string(), "[::1]:80");
+  EXPECT_EQ(SocketAddress("[::1]", 80), v6);
+  EXPECT_THROW(SocketAddress("localhost", 80), std::invalid_argument);
+  EXPECT_THROW(SocketAddress("", 80), std::invalid_argument);
+  SocketAddress un = SocketAddress::unix_path("/tmp/x.sock");
+  EXPECT_EQ(un.family(), AF_UNIX);
+  EXPECT_EQ(un.path(), "/tmp/x.sock");
+  EXPECT_EQ(un.to_string(), "/tmp/x.sock");
+  EXPECT_THROW(SocketAddress::unix_path(std::string(200, 'x')), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace asyncio
