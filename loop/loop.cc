@@ -462,6 +462,9 @@ void EventLoop::run_callback_node(CallbackNode* node) {
     report_callback_exception(std::current_exception());
   }
   node->running = false;
+  // It never runs again: release what it captured now, not when the last
+  // Handle goes (a Handle kept in the captured state would be a cycle).
+  node->callback = nullptr;
   if (debug_) {
     double took = time() - start;
     if (took >= slow_callback_duration_) {

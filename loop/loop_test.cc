@@ -76,6 +76,15 @@ TEST(EventLoopTest, CancelReleasesCapturedState) {
   EXPECT_EQ(token.use_count(), 1);
 }
 
+TEST(EventLoopTest, CallbackThatRanReleasesItsCapturesWhileAHandleRemains) {
+  auto loop = new_event_loop();
+  auto token = std::make_shared<int>(1);
+  TimerHandle h = loop->call_later(1ms, [token, &loop] { loop->stop(); });
+  loop->run_forever();
+  EXPECT_EQ(token.use_count(), 1);
+  EXPECT_FALSE(h.cancelled());
+}
+
 TEST(EventLoopTest, TimersFireInTimeOrderAndTiesInScheduleOrder) {
   auto loop = new_event_loop();
   std::vector<int> order;
