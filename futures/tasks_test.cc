@@ -279,6 +279,28 @@ TEST(TaskTest, RunCancelsWhatIsLeftAndRunsItsCleanup) {
   EXPECT_TRUE(cleaned_up);
 }
 
+TEST(TaskTest, DebugModeReportsSlowTaskSteps) {
+  std::vector<std::string> messages;
+  run(
+      [](std::vector<std::string>& m) -> Coro<void> {
+        EventLoop& loop = get_running_loop();
+        EXPECT_TRUE(loop.get_debug());
+        loop.set_slow_callback_duration(0.01);
+        loop.set_exception_handler(
+            [&m](EventLoop&, const ExceptionContext& ctx) { m.push_back(ctx.message); });
+        auto busy = []() -> Coro<void> {
+          const auto until = std::chrono::steady_clock::now() + 20ms;
+          while (std::chrono::steady_clock::now() < until) {
+          }
+          co_return;
+        };
+        co_await create_task(busy());
+      }(messages),
+      {.debug = true});
+  ASSERT_FALSE(messages.empty());
+  EXPECT_NE(messages[0].find("took"), std::string::npos);
+}
+
 TEST(TaskTest, RunInsideARunningLoopThrows) {
   run([]() -> Coro<void> {
     auto noop = []() -> Coro<void> { co_return; };

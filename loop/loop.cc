@@ -274,20 +274,10 @@ void EventLoop::FdWatch::Side::invoke_side(Runnable* self, bool discard) {
   EventLoop* loop = side->watch->loop;
   const uint32_t generation = side->generation;
   auto cb = std::move(side->cb);
-  double start = loop->debug_ ? loop->time() : 0;
   try {
     cb();
   } catch (...) {
     loop->report_callback_exception(std::current_exception());
-  }
-  if (loop->debug_) {
-    double took = loop->time() - start;
-    if (took >= loop->slow_callback_duration_) {
-      char msg[128];
-      std::snprintf(msg, sizeof(msg), "Executing <fd %d callback> took %.3f seconds",
-                    side->watch->fd, took);
-      loop->call_exception_handler({msg, nullptr, "", ""});
-    }
   }
   if (side->generation == generation) side->cb = std::move(cb);
 }
@@ -327,6 +317,7 @@ EventLoop::~EventLoop() {
   // is still a valid object they may talk to.
   for (int i = kMaxExtensions - 1; i >= 0; --i) extensions_[i].reset();
   discard_pending();  // anything an extension's teardown scheduled
+  ::close(wake_fd_);
   if (t_event_loop == this) t_event_loop = nullptr;
   std::lock_guard<std::mutex> lock(g_live_loops_mu);
   live_loops().erase(this);
@@ -455,7 +446,6 @@ void EventLoop::pop_due_timers() {
 
 void EventLoop::run_callback_node(CallbackNode* node) {
   node->running = true;
-  double start = debug_ ? time() : 0;
   try {
     node->callback();
   } catch (...) {
@@ -465,14 +455,6 @@ void EventLoop::run_callback_node(CallbackNode* node) {
   // It never runs again: release what it captured now, not when the last
   // Handle goes (a Handle kept in the captured state would be a cycle).
   node->callback = nullptr;
-  if (debug_) {
-    double took = time() - start;
-    if (took >= slow_callback_duration_) {
-      char msg[96];
-      std::snprintf(msg, sizeof(msg), "Executing <Handle callback> took %.3f seconds", took);
-      call_exception_handler({msg, nullptr, "", ""});
-    }
-  }
 }
 
 void EventLoop::report_callback_exception(std::exception_ptr exc) {
@@ -532,9 +514,28 @@ void EventLoop::run_once() {
   // Run the batch queued so far; what it schedules waits for the next one.
   Runnable* node = ready_head_;
   ready_head_ = ready_tail_ = nullptr;
+  if (debug_) {
+    run_batch_timed(node);
+    return;
+  }
   while (node != nullptr) {
     Runnable* next = node->next_in_queue;
     node->invoke(node, /*discard=*/false);
+    node = next;
+  }
+}
+
+void EventLoop::run_batch_timed(Runnable* node) {
+  while (node != nullptr) {
+    Runnable* next = node->next_in_queue;
+    const double start = time();
+    node->invoke(node, /*discard=*/false);
+    const double took = time() - start;
+    if (took >= slow_callback_duration_) {
+      char msg[96];
+      std::snprintf(msg, sizeof(msg), "Executing a callback or task step took %.3f seconds", took);
+      call_exception_handler({msg, nullptr, "", ""});
+    }
     node = next;
   }
 }
@@ -789,7 +790,10 @@ void EventLoop::close() {
       w->reader.active = w->writer.active = false;
     }
   }
-  for (int* fd : {&signal_read_fd_, &signal_write_fd_, &wake_fd_, &epoll_fd_}) {
+  // The wake-up eventfd stays open until the destructor: another thread may
+  // be inside call_soon_threadsafe right now, and must never write to a
+  // descriptor number that was closed and reused.
+  for (int* fd : {&signal_read_fd_, &signal_write_fd_, &epoll_fd_}) {
     if (*fd >= 0) ::close(*fd);
     *fd = -1;
   }

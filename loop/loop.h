@@ -227,6 +227,7 @@ class EventLoop {
   };
 
   void run_once();
+  void run_batch_timed(Runnable* batch);  // debug mode: reports slow callbacks
   void check_open() const;
   void enqueue(Runnable* node) {
     node->next_in_queue = nullptr;
