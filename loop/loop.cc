@@ -23,48 +23,6 @@
 #include <unordered_set>
 
 namespace asyncio {
-namespace loop_internal {
-
-// A callback scheduled with call_soon, call_soon_threadsafe, call_later or
-// call_at. Owned jointly by the queue (or timer heap) and the Handles.
-struct CallbackNode : Runnable, Pooled {
-  CallbackNode(EventLoop* l, absl::AnyInvocable<void()> cb, bool shared_refs)
-      : Runnable(&CallbackNode::invoke_node),
-        callback(std::move(cb)),
-        loop(l),
-        shared(shared_refs) {}
-
-  static void invoke_node(Runnable* self, bool discard);
-
-  void ref() {
-    if (shared) {
-      refs.fetch_add(1, std::memory_order_relaxed);
-    } else {
-      refs.store(refs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-    }
-  }
-  void unref() {
-    uint32_t left;
-    if (shared) {
-      left = refs.fetch_sub(1, std::memory_order_acq_rel) - 1;
-    } else {
-      left = refs.load(std::memory_order_relaxed) - 1;
-      refs.store(left, std::memory_order_relaxed);
-    }
-    if (left == 0) delete this;
-  }
-
-  absl::AnyInvocable<void()> callback;
-  EventLoop* loop;
-  double when = 0;
-  std::atomic<uint32_t> refs{2};  // the queue's and the Handle's
-  const bool shared;              // refs touched from several threads
-  bool cancelled = false;
-  bool running = false;
-  bool in_heap = false;  // a timer still counted by the loop's heap
-};
-
-}  // namespace loop_internal
 
 using loop_internal::CallbackNode;
 
@@ -133,14 +91,6 @@ void CallbackNode::invoke_node(Runnable* self, bool discard) {
   auto* node = static_cast<CallbackNode*>(self);
   if (!discard && !node->cancelled) node->loop->run_callback_node(node);
   node->unref();
-}
-
-Handle::Handle(const Handle& other) : node_(other.node_) {
-  if (node_ != nullptr) node_->ref();
-}
-
-Handle::~Handle() {
-  if (node_ != nullptr) node_->unref();
 }
 
 void Handle::cancel() {
@@ -354,14 +304,6 @@ Handle EventLoop::call_soon(absl::AnyInvocable<void()> cb) {
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
   enqueue(node);
   return Handle(node);
-}
-
-void EventLoop::schedule(Runnable& node) {
-  if (closed_.load(std::memory_order_relaxed)) {
-    node.invoke(&node, /*discard=*/true);
-    return;
-  }
-  enqueue(&node);
 }
 
 Handle EventLoop::call_soon_threadsafe(absl::AnyInvocable<void()> cb) {

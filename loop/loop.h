@@ -26,40 +26,28 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "loop/internal/callback_node.h"
 #include "loop/internal/pool.h"
 
 namespace asyncio {
 
 class EventLoop;
 
-// ---------------------------------------------------------------------------
-// Runnable: the unit of the ready queue.
-//
-// Higher layers (tasks, future callbacks) embed a Runnable and hand it to
-// EventLoop::schedule(): no allocation. `invoke(self, discard)` runs the node,
-// or, with discard == true, releases it without running (the loop is closing).
-struct Runnable {
-  using InvokeFn = void (*)(Runnable* self, bool discard);
-  explicit Runnable(InvokeFn fn = nullptr) : invoke(fn) {}
-  Runnable* next_in_queue = nullptr;
-  InvokeFn invoke;
-};
-
-namespace loop_internal {
-struct CallbackNode;
-}
-
 // Handle returned by call_soon / call_soon_threadsafe: cancels the callback.
 class Handle {
  public:
   Handle() = default;
-  Handle(const Handle& other);
+  Handle(const Handle& other) noexcept : node_(other.node_) {
+    if (node_ != nullptr) node_->ref();
+  }
   Handle(Handle&& other) noexcept : node_(other.node_) { other.node_ = nullptr; }
   Handle& operator=(Handle other) noexcept {
     std::swap(node_, other.node_);
     return *this;
   }
-  ~Handle();
+  ~Handle() {
+    if (node_ != nullptr) node_->unref();
+  }
 
   // Cancels the callback; no effect if it already ran or was cancelled.
   // Releases the callback (and what it captured) at once.
@@ -158,7 +146,13 @@ class EventLoop {
 
   // Enqueues an intrusive node (loop thread only). For library layers; on a
   // closed loop the node is discarded.
-  void schedule(Runnable& node);
+  void schedule(Runnable& node) {
+    if (closed_.load(std::memory_order_relaxed)) {
+      node.invoke(&node, /*discard=*/true);
+      return;
+    }
+    enqueue(&node);
+  }
 
   // --- running --------------------------------------------------------------
   // Runs until stop(); the batch of callbacks in progress when stop() is
