@@ -140,3 +140,4 @@ Coro<T> sleep(std::chrono::duration<Rep, Period> delay, T result) {
 #include "futures/internal/async_generator.h"
 #include "futures/internal/combinators.h"
 #include "futures/internal/task_group.h"
+#include "futures/internal/waiters.h"

@@ -1,0 +1,9 @@
+// Everything of asyncio for C++ in one include. Prefer the facade of each
+// package you use (loop/loop.h, futures/futures.h, ...) and depend on its
+// target only; this is for programs that want it all.
+#pragma once
+
+#include "futures/futures.h"
+#include "loop/loop.h"
+#include "queues/queues.h"
+#include "sync/sync.h"

@@ -1,0 +1,43 @@
+// Every example of the notes that needs no network, subprocess or executor,
+// in the order of examples.h, each under a header.
+#include <iostream>
+
+#include "examples/lib/examples.h"
+
+namespace asyncio_examples {
+namespace {
+
+struct Example {
+  const char* header;
+  void (*run)();
+};
+
+constexpr Example kExamples[] = {
+    {"2. hello/world tasks", &run_hello_world_tasks},
+    {"5. generator-based coroutines", &run_generator_based},
+    {"2.4 queue workers", &run_queue_workers},
+    {"3.4.1 call_soon: Hello World", &run_call_soon_hello},
+    {"3.4.1 call_later: display_date", &run_call_later_dates},
+    {"3.4.6 add_reader on a socketpair", &run_add_reader_socketpair},
+    {"4. gather: factorials", &run_gather_factorials},
+    {"4. wait_for: timeout", &run_wait_for_timeout},
+    {"4. wait", &run_wait_example},
+    {"4. shield", &run_shield_example},
+    {"4. as_completed", &run_as_completed_example},
+};
+
+}  // namespace
+
+void run_tour() {
+  bool first = true;
+  for (const Example& example : kExamples) {
+    if (!first) std::cout << '\n';
+    first = false;
+    std::cout << "== " << example.header << " ==\n";
+    std::cout.flush();
+    example.run();
+  }
+  std::cout.flush();
+}
+
+}  // namespace asyncio_examples
