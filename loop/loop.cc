@@ -740,6 +740,7 @@ void EventLoop::close() {
     *fd = -1;
   }
   if (auto executor = std::move(default_executor_)) executor->shutdown(/*wait=*/false);
+  name_resolver_.reset();
 }
 
 // ---------------------------------------------------------------------------

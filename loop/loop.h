@@ -22,6 +22,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -125,6 +126,48 @@ class SocketAddress {
   socklen_t len_ = 0;
 };
 
+// Hints and results of name resolution, as socket.getaddrinfo's.
+struct AddrInfoHints {
+  int family = AF_UNSPEC;
+  int socktype = 0;
+  int protocol = 0;
+  int flags = 0;
+};
+struct AddrInfo {
+  int family = 0;
+  int socktype = 0;
+  int protocol = 0;
+  std::string canonname;
+  SocketAddress addr;
+};
+
+// A failed lookup, as socket.gaierror: code() is the EAI_* value (EAI_NONAME
+// for a name that does not exist; a resolver timeout is a GaiError too).
+class GaiError : public std::runtime_error {
+ public:
+  GaiError(int code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  int code() const noexcept { return code_; }
+
+ private:
+  int code_;
+};
+
+// How a loop resolves host names for the functions that take one
+// (create_connection, open_connection, ...). //dns installs a c-ares one;
+// without it, transports use the system getaddrinfo off the loop thread.
+class NameResolver {
+ public:
+  using Done = absl::AnyInvocable<void(std::vector<AddrInfo> results, std::exception_ptr error)>;
+  using LookupId = uint64_t;
+  virtual ~NameResolver() = default;
+  // Starts a lookup; `done` runs later on the loop thread, exactly once,
+  // unless cancel(id) is called first.
+  virtual LookupId getaddrinfo(std::string host, std::string port, AddrInfoHints hints,
+                               Done done) = 0;
+  // Abandons a lookup: its `done` will not run.
+  virtual void cancel(LookupId id) = 0;
+};
+
 class EventLoop {
  public:
   EventLoop();
@@ -198,6 +241,13 @@ class EventLoop {
   void set_default_executor(std::shared_ptr<Executor> executor);
   const std::shared_ptr<Executor>& default_executor() const { return default_executor_; }
 
+  // --- name resolution ------------------------------------------------------
+  // Null: none installed (transports then use the system resolver).
+  void set_name_resolver(std::shared_ptr<NameResolver> resolver) {
+    name_resolver_ = std::move(resolver);
+  }
+  const std::shared_ptr<NameResolver>& name_resolver() const { return name_resolver_; }
+
   // --- extensions for higher layers -----------------------------------------
   static constexpr int kMaxExtensions = 8;
   // A process-wide slot number for one kind of extension; call once per kind.
@@ -270,6 +320,7 @@ class EventLoop {
 
   ExceptionHandler exception_handler_;
   std::shared_ptr<Executor> default_executor_;
+  std::shared_ptr<NameResolver> name_resolver_;
   std::array<std::unique_ptr<LoopExtension>, kMaxExtensions> extensions_;
 };
 
