@@ -1,0 +1,245 @@
+// Micro benchmarks of the event loop and of futures/tasks.
+//
+//   bazel run --config=opt //tools/bench:micro
+//   bazel run --config=opt //tools/bench:compare     # side by side with uvloop/asyncio
+//
+// Every benchmark does a fixed amount of work per iteration and reports
+// items/s over wall-clock time (UseRealTime), so that rates compare directly
+// with tools/bench/micro.py, which runs the same workloads on CPython's
+// asyncio and on uvloop: keep the work sizes of both in step. Loops are
+// created outside the timed region and reused across iterations. The queue
+// and event benchmarks are in micro_sync.cc.
+#include <time.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "futures/futures.h"
+#include "loop/loop.h"
+
+namespace asyncio::bench {
+namespace {
+
+using std::chrono::seconds;
+
+constexpr int64_t kCallbacks = 1'000'000;
+constexpr int64_t kTasks = 1'000'000;
+constexpr int64_t kAwaits = 10'000'000;
+constexpr int64_t kSwitches = 1'000'000;
+constexpr int64_t kFutures = 1'000'000;
+constexpr int64_t kTimers = 100'000;
+constexpr double kMaxTimerDelay = 0.010;  // seconds
+constexpr int64_t kRoundTrips = 200'000;
+constexpr int kIterations = 3;
+
+double thread_cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+// ---------------------------------------------------------------------------
+// call_soon
+
+// One callback that re-schedules itself: every loop iteration runs one.
+void call_soon_chained(benchmark::State& state) {
+  auto loop = new_event_loop();
+  struct Step {
+    EventLoop* loop;
+    int64_t* remaining;
+    void operator()() const {
+      if (--*remaining > 0) {
+        loop->call_soon(*this);
+      } else {
+        loop->stop();
+      }
+    }
+  };
+  for (auto _ : state) {
+    int64_t remaining = kCallbacks;
+    loop->call_soon(Step{loop.get(), &remaining});
+    loop->run_forever();
+  }
+  state.SetItemsProcessed(state.iterations() * kCallbacks);
+}
+BENCHMARK(call_soon_chained)->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Batches of `batch` callbacks scheduled from outside the loop, then run.
+void call_soon_batched(benchmark::State& state) {
+  const int64_t batch = state.range(0);
+  auto loop = new_event_loop();
+  int64_t ran = 0;
+  for (auto _ : state) {
+    for (int64_t done = 0; done < kCallbacks; done += batch) {
+      for (int64_t i = 0; i < batch; ++i) loop->call_soon([&ran] { ++ran; });
+      loop->call_soon([&loop] { loop->stop(); });
+      loop->run_forever();
+    }
+  }
+  if (ran != state.iterations() * kCallbacks) state.SkipWithError("lost callbacks");
+  state.SetItemsProcessed(state.iterations() * kCallbacks);
+}
+BENCHMARK(call_soon_batched)
+    ->Arg(1000)
+    ->Arg(kCallbacks)
+    ->Iterations(kIterations)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// ---------------------------------------------------------------------------
+// Coroutines and tasks
+
+Coro<int> trivial(int i) { co_return i; }
+
+Coro<int64_t> create_and_await_tasks(int64_t n) {
+  int64_t sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += co_await create_task(trivial(static_cast<int>(i)));
+  co_return sum;
+}
+
+// create_task + co_await of a coroutine that returns at once, in one task.
+void create_task_await(benchmark::State& state) {
+  auto loop = new_event_loop();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(run_until_complete(*loop, create_and_await_tasks(kTasks)));
+  }
+  state.SetItemsProcessed(state.iterations() * kTasks);
+}
+BENCHMARK(create_task_await)->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+Coro<int64_t> await_coros(int64_t n) {
+  int64_t sum = 0;
+  for (int64_t i = 0; i < n; ++i) sum += co_await trivial(static_cast<int>(i));
+  co_return sum;
+}
+
+// co_await of a Coro that returns at once: a frame, no loop round trip.
+void coro_await(benchmark::State& state) {
+  auto loop = new_event_loop();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(run_until_complete(*loop, await_coros(kAwaits)));
+  }
+  state.SetItemsProcessed(state.iterations() * kAwaits);
+}
+BENCHMARK(coro_await)->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+Coro<void> yield_n_times(int64_t n, int64_t* resumes) {
+  for (int64_t i = 0; i < n; ++i) {
+    co_await sleep(seconds(0));
+    ++*resumes;
+  }
+}
+
+Coro<int64_t> two_yielding_tasks(int64_t n) {
+  int64_t resumes = 0;
+  Task<void> a = create_task(yield_n_times(n / 2, &resumes));
+  Task<void> b = create_task(yield_n_times(n / 2, &resumes));
+  co_await a;
+  co_await b;
+  co_return resumes;
+}
+
+// Two tasks taking turns with sleep(0); every resume counts.
+void sleep0_switch(benchmark::State& state) {
+  auto loop = new_event_loop();
+  for (auto _ : state) {
+    if (run_until_complete(*loop, two_yielding_tasks(kSwitches)) != kSwitches) {
+      state.SkipWithError("lost switches");
+    }
+  }
+  state.SetItemsProcessed(state.iterations() * kSwitches);
+}
+BENCHMARK(sleep0_switch)->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+Coro<int64_t> await_futures(EventLoop& loop, int64_t n) {
+  int64_t sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    Future<int> f = create_future<int>(loop);
+    loop.call_soon([f, i]() mutable { f.set_result(static_cast<int>(i)); });
+    sum += co_await f;
+  }
+  co_return sum;
+}
+
+// A task awaits a new future that a call_soon callback resolves:
+//   fut = loop.create_future(); loop.call_soon(fut.set_result, i); await fut
+void future_set_result_await(benchmark::State& state) {
+  auto loop = new_event_loop();
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(run_until_complete(*loop, await_futures(*loop, kFutures)));
+  }
+  state.SetItemsProcessed(state.iterations() * kFutures);
+}
+BENCHMARK(future_set_result_await)
+    ->Iterations(kIterations)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+// ---------------------------------------------------------------------------
+// Timers
+
+// 100k call_later timers with random delays in [0, 10 ms], run until the last
+// fires. Wall-clock bound: 100k timers cannot finish before 10 ms, so the
+// rate tops out at 10M/s; `timers_per_cpu_second` shows the loop's cost.
+void call_later_100k(benchmark::State& state) {
+  std::mt19937_64 rng(42);
+  std::uniform_real_distribution<double> dist(0.0, kMaxTimerDelay);
+  std::vector<double> delays(kTimers);
+  for (double& d : delays) d = dist(rng);
+  auto loop = new_event_loop();
+  double cpu = 0;
+  for (auto _ : state) {
+    const double cpu_start = thread_cpu_seconds();
+    int64_t fired = 0;
+    EventLoop* l = loop.get();
+    for (double d : delays) {
+      l->call_later(std::chrono::duration<double>(d), [l, &fired] {
+        if (++fired == kTimers) l->stop();
+      });
+    }
+    l->run_forever();
+    cpu += thread_cpu_seconds() - cpu_start;
+  }
+  state.SetItemsProcessed(state.iterations() * kTimers);
+  state.counters["timers_per_cpu_second"] = static_cast<double>(state.iterations() * kTimers) / cpu;
+}
+BENCHMARK(call_later_100k)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// ---------------------------------------------------------------------------
+// call_soon_threadsafe
+
+// Another thread posts a callback and blocks (futex, via std::atomic::wait)
+// until the callback, run by the loop, bumps the counter; then again.
+void call_soon_threadsafe_roundtrip(benchmark::State& state) {
+  auto loop = new_event_loop();
+  for (auto _ : state) {
+    std::atomic<uint32_t> seq{0};
+    EventLoop* l = loop.get();
+    std::thread poster([l, &seq] {
+      for (uint32_t i = 0; i < kRoundTrips; ++i) {
+        l->call_soon_threadsafe([&seq] {
+          seq.fetch_add(1, std::memory_order_release);
+          seq.notify_one();
+        });
+        seq.wait(i, std::memory_order_acquire);
+      }
+      l->call_soon_threadsafe([l] { l->stop(); });
+    });
+    l->run_forever();
+    poster.join();
+    if (seq.load() != kRoundTrips) state.SkipWithError("lost round trips");
+  }
+  state.SetItemsProcessed(state.iterations() * kRoundTrips);
+}
+BENCHMARK(call_soon_threadsafe_roundtrip)
+    ->Iterations(kIterations)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+}  // namespace
+}  // namespace asyncio::bench

@@ -1,0 +1,285 @@
+// Name resolution and the functions that create stream transports.
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <thread>
+
+#include "transports/internal/socket_transport.h"
+#include "transports/transports.h"
+
+namespace asyncio::transports_internal {
+namespace {
+
+// Lets lookups running on other threads know whether their loop still
+// exists: the loop's extension slot owns it and clears it on teardown.
+struct LoopAnchor {
+  std::mutex mu;
+  EventLoop* loop;  // null once the loop is gone
+};
+
+class AnchorExtension final : public LoopExtension {
+ public:
+  explicit AnchorExtension(EventLoop& loop) : anchor_(std::make_shared<LoopAnchor>()) {
+    anchor_->loop = &loop;
+  }
+  ~AnchorExtension() override {
+    std::lock_guard<std::mutex> lock(anchor_->mu);
+    anchor_->loop = nullptr;
+  }
+  const std::shared_ptr<LoopAnchor>& anchor() const { return anchor_; }
+
+ private:
+  std::shared_ptr<LoopAnchor> anchor_;
+};
+
+std::shared_ptr<LoopAnchor> anchor_of(EventLoop& loop) {
+  static const int slot = EventLoop::new_extension_slot();
+  auto* ext = static_cast<AnchorExtension*>(loop.extension(slot));
+  if (ext == nullptr) {
+    auto owned = std::make_unique<AnchorExtension>(loop);
+    ext = owned.get();
+    loop.set_extension(slot, std::move(owned));
+  }
+  return ext->anchor();
+}
+
+// One system getaddrinfo call, off the loop thread. Shared between the
+// awaiting coroutine and the thread that runs the call; `done` is touched on
+// the loop thread only.
+struct SystemLookup {
+  std::vector<AddrInfo> results;
+  std::exception_ptr error;
+  std::optional<Future<void>> done;
+};
+
+void system_getaddrinfo(const std::string& host, const std::string& port, AddrInfoHints hints,
+                        std::vector<AddrInfo>& out, std::exception_ptr& error) {
+  addrinfo h{};
+  h.ai_family = hints.family;
+  h.ai_socktype = hints.socktype;
+  h.ai_protocol = hints.protocol;
+  h.ai_flags = hints.flags;
+  addrinfo* res = nullptr;
+  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &h, &res);
+  if (rc != 0) {
+    error =
+        std::make_exception_ptr(GaiError(rc, "getaddrinfo(" + host + "): " + ::gai_strerror(rc)));
+    return;
+  }
+  for (addrinfo* p = res; p != nullptr; p = p->ai_next) {
+    out.push_back(AddrInfo{p->ai_family, p->ai_socktype, p->ai_protocol,
+                           p->ai_canonname ? p->ai_canonname : "",
+                           SocketAddress::from_sockaddr(p->ai_addr, p->ai_addrlen)});
+  }
+  ::freeaddrinfo(res);
+}
+
+struct ResetDone {
+  SystemLookup& lookup;
+  ~ResetDone() { lookup.done.reset(); }
+};
+
+Coro<std::vector<AddrInfo>> resolve_with_system(EventLoop& loop, std::string host, std::string port,
+                                                AddrInfoHints hints) {
+  auto lookup = std::make_shared<SystemLookup>();
+  lookup->done = create_future<void>(loop);
+  ResetDone reset{*lookup};
+  auto job = [lookup, anchor = anchor_of(loop), host, port, hints]() mutable {
+    std::vector<AddrInfo> results;
+    std::exception_ptr error;
+    system_getaddrinfo(host, port, hints, results, error);
+    std::lock_guard<std::mutex> lock(anchor->mu);
+    if (anchor->loop == nullptr) return;
+    try {
+      anchor->loop->call_soon_threadsafe([lookup, results = std::move(results), error]() mutable {
+        lookup->results = std::move(results);
+        lookup->error = error;
+        if (lookup->done && !lookup->done->done()) lookup->done->set_result();
+      });
+    } catch (const std::runtime_error&) {
+      // The loop closed meanwhile: nobody waits for the answer.
+    }
+  };
+  if (const std::shared_ptr<Executor>& executor = loop.default_executor()) {
+    executor->execute(std::move(job));
+  } else {
+    std::thread(std::move(job)).detach();
+  }
+  co_await *lookup->done;
+  if (lookup->error) std::rethrow_exception(lookup->error);
+  co_return std::move(lookup->results);
+}
+
+struct CancelLookup {
+  std::shared_ptr<NameResolver> resolver;
+  NameResolver::LookupId id;
+  Future<std::vector<AddrInfo>>& result;
+  ~CancelLookup() {
+    if (!result.done()) resolver->cancel(id);
+  }
+};
+
+Coro<std::vector<AddrInfo>> resolve_with(EventLoop& loop, std::shared_ptr<NameResolver> resolver,
+                                         std::string host, std::string port, AddrInfoHints hints) {
+  Future<std::vector<AddrInfo>> result = create_future<std::vector<AddrInfo>>(loop);
+  NameResolver::LookupId id = resolver->getaddrinfo(
+      std::move(host), std::move(port), hints,
+      [result](std::vector<AddrInfo> found, std::exception_ptr error) mutable {
+        if (result.done()) return;
+        if (error) {
+          result.set_exception(error);
+        } else {
+          result.set_result(std::move(found));
+        }
+      });
+  CancelLookup cancel{resolver, id, result};
+  co_return co_await result;
+}
+
+void set_nodelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void set_nonblocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw_os_error(errno, "fcntl");
+}
+
+// Connects a non-blocking socket; returns 0 or the errno of the failure.
+Coro<int> connect_socket(EventLoop& loop, int fd, const SocketAddress& addr) {
+  while (true) {
+    if (::connect(fd, addr.sockaddr_ptr(), addr.sockaddr_len()) == 0) co_return 0;
+    int err = errno;
+    if (err == EINTR) continue;
+    if (err != EINPROGRESS && err != EAGAIN) co_return err;
+    co_await wait_writable(loop, fd);
+    if (err == EAGAIN) continue;  // a Unix socket's full backlog: try again
+    int so_error = 0;
+    socklen_t len = sizeof(so_error);
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) co_return errno;
+    co_return so_error;
+  }
+}
+
+Coro<std::shared_ptr<Transport>> wrap_socket(EventLoop& loop, ProtocolFactory& factory,
+                                             FdGuard& sock) {
+  std::shared_ptr<BaseProtocol> protocol = factory();
+  auto transport = std::make_shared<SocketTransport>(loop, sock.release(), std::move(protocol));
+  Future<void> waiter = create_future<void>(loop);
+  transport->start(waiter);
+  try {
+    co_await waiter;
+  } catch (...) {
+    transport->close();
+    throw;
+  }
+  co_return transport;
+}
+
+bool is_ip_family(int family) { return family == AF_INET || family == AF_INET6; }
+
+}  // namespace
+
+Coro<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, uint16_t port,
+                                    AddrInfoHints hints) {
+  // IP literals never reach a resolver.
+  std::optional<SocketAddress> literal;
+  try {
+    literal.emplace(host, port);
+  } catch (const std::invalid_argument&) {
+  }
+  if (literal) {
+    if (hints.family != 0 && hints.family != literal->family()) {
+      throw GaiError(EAI_ADDRFAMILY, "address family mismatch for " + host);
+    }
+    std::vector<AddrInfo> one{
+        AddrInfo{literal->family(), hints.socktype, hints.protocol, "", *literal}};
+    co_return one;
+  }
+  if (std::shared_ptr<NameResolver> resolver = loop.name_resolver()) {
+    co_return co_await resolve_with(loop, std::move(resolver), std::move(host),
+                                    std::to_string(port), hints);
+  }
+  co_return co_await resolve_with_system(loop, std::move(host), std::to_string(port), hints);
+}
+
+Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFactory factory,
+                                                   std::string host, uint16_t port,
+                                                   ConnectOptions options) {
+  FdGuard sock;
+  if (options.sock >= 0) {
+    sock.reset(options.sock);
+    set_nonblocking(sock.get());
+  } else {
+    if (host.empty()) throw std::invalid_argument("host and port must be given (or a sock)");
+    AddrInfoHints hints;
+    hints.family = options.family;
+    hints.socktype = SOCK_STREAM;
+    std::vector<AddrInfo> infos = co_await resolve(loop, host, port, hints);
+    if (infos.empty()) throw GaiError(EAI_NONAME, "getaddrinfo(" + host + ") returned nothing");
+    // Each address in turn; the error names every one that failed.
+    int first_error = 0;
+    std::string failures;
+    for (const AddrInfo& info : infos) {
+      FdGuard candidate(::socket(info.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      int err = 0;
+      if (candidate.get() < 0) {
+        err = errno;
+      } else if (options.local_addr && ::bind(candidate.get(), options.local_addr->sockaddr_ptr(),
+                                              options.local_addr->sockaddr_len()) != 0) {
+        err = errno;
+      } else {
+        err = co_await connect_socket(loop, candidate.get(), info.addr);
+      }
+      if (err == 0) {
+        sock.reset(candidate.release());
+        break;
+      }
+      if (first_error == 0) first_error = err;
+      if (!failures.empty()) failures += "; ";
+      failures += info.addr.to_string() + ": " + std::strerror(err);
+    }
+    if (sock.get() < 0) throw_os_error(first_error, "Connect call failed (" + failures + ")");
+  }
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0 &&
+      is_ip_family(ss.ss_family)) {
+    set_nodelay(sock.get());
+  }
+  co_return co_await wrap_socket(loop, factory, sock);
+}
+
+Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, ProtocolFactory factory,
+                                                        std::string path) {
+  SocketAddress addr = SocketAddress::unix_path(path);
+  FdGuard sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (sock.get() < 0) throw_os_error(errno, "socket");
+  int err = co_await connect_socket(loop, sock.get(), addr);
+  if (err != 0) throw_os_error(err, "Connect call failed (" + path + ")");
+  co_return co_await wrap_socket(loop, factory, sock);
+}
+
+Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, ProtocolFactory factory,
+                                                         int sock) {
+  FdGuard guard(sock);
+  set_nonblocking(sock);
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (::getsockname(sock, reinterpret_cast<sockaddr*>(&ss), &len) == 0 &&
+      is_ip_family(ss.ss_family)) {
+    set_nodelay(sock);
+  }
+  co_return co_await wrap_socket(loop, factory, guard);
+}
+
+}  // namespace asyncio::transports_internal

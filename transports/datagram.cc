@@ -1,0 +1,266 @@
+// UDP (and other datagram sockets): create_datagram_endpoint.
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <deque>
+#include <stdexcept>
+
+#include "transports/internal/socket_transport.h"
+#include "transports/transports.h"
+
+namespace asyncio::transports_internal {
+namespace {
+
+constexpr size_t kMaxDatagram = 256 * 1024;
+
+bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+
+class DatagramSocketTransport final : public DatagramTransport {
+ public:
+  DatagramSocketTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol,
+                          std::optional<SocketAddress> remote)
+      : loop_(loop), fd_(fd), remote_(std::move(remote)) {
+    set_protocol(std::move(protocol));
+  }
+  ~DatagramSocketTransport() override {
+    if (fd_ >= 0) {
+      try {
+        if (reading_) loop_.remove_reader(fd_);
+        if (writing_) loop_.remove_writer(fd_);
+      } catch (...) {
+      }
+      ::close(fd_);
+    }
+  }
+
+  void start(Future<void> waiter) {
+    self_ = std::static_pointer_cast<DatagramSocketTransport>(shared_from_this());
+    loop_.call_soon([this] {
+      if (protocol_) protocol_->connection_made(self_);
+    });
+    loop_.call_soon([this] {
+      if (!closing_) {
+        loop_.add_reader(fd_, [this] { on_readable(); });
+        reading_ = true;
+      }
+    });
+    loop_.call_soon([waiter]() mutable {
+      if (!waiter.done()) waiter.set_result();
+    });
+  }
+
+  void close() override {
+    if (closing_) return;
+    closing_ = true;
+    stop_reading();
+    if (queue_.empty() && !conn_lost_) {
+      conn_lost_ = true;
+      loop_.call_soon([this] { call_connection_lost(nullptr); });
+    }
+  }
+  bool is_closing() const override { return closing_; }
+  void abort() override { force_close(nullptr); }
+
+  std::any get_extra_info(std::string_view name) const override {
+    if (name == "socket") return fd_;
+    if (fd_ < 0) return {};
+    sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (name == "peername" && remote_) return *remote_;
+    if (name == "sockname" && ::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    }
+    return {};
+  }
+  void set_protocol(std::shared_ptr<BaseProtocol> protocol) override {
+    datagram_protocol_ = dynamic_cast<DatagramProtocol*>(protocol.get());
+    if (protocol && datagram_protocol_ == nullptr) {
+      throw std::invalid_argument("a datagram transport needs a DatagramProtocol");
+    }
+    protocol_ = std::move(protocol);
+  }
+  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_; }
+  size_t get_write_buffer_size() const override { return queued_bytes_; }
+
+  void sendto(std::string_view data, std::optional<SocketAddress> addr) override {
+    if (remote_ && addr && !(*addr == *remote_)) {
+      throw std::invalid_argument("Invalid address: must be empty or " + remote_->to_string());
+    }
+    if (!remote_ && !addr) throw std::invalid_argument("sendto: no address and no remote_addr");
+    if (closing_ || conn_lost_) return;
+    if (queue_.empty()) {
+      int err = send_one(data, remote_ ? std::nullopt : addr);
+      if (err == 0) return;
+      if (!would_block(err)) {
+        report_error(err);
+        return;
+      }
+    }
+    queue_.emplace_back(std::string(data), remote_ ? std::nullopt : addr);
+    queued_bytes_ += data.size();
+    if (!writing_) {
+      loop_.add_writer(fd_, [this] { on_writable(); });
+      writing_ = true;
+    }
+  }
+
+ private:
+  // Returns 0 or errno.
+  int send_one(std::string_view data, const std::optional<SocketAddress>& addr) {
+    ssize_t n = addr ? ::sendto(fd_, data.data(), data.size(), MSG_NOSIGNAL, addr->sockaddr_ptr(),
+                                addr->sockaddr_len())
+                     : ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+    return n < 0 ? errno : 0;
+  }
+
+  void report_error(int err) {
+    try {
+      datagram_protocol_->error_received(os_error(err, "sendto"));
+    } catch (...) {
+      loop_.call_exception_handler(
+          {"protocol.error_received() failed", std::current_exception(), "", ""});
+    }
+  }
+
+  void on_readable() {
+    if (conn_lost_) return;
+    thread_local std::unique_ptr<char[]> buffer(new char[kMaxDatagram]);
+    sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    ssize_t n =
+        ::recvfrom(fd_, buffer.get(), kMaxDatagram, 0, reinterpret_cast<sockaddr*>(&ss), &len);
+    try {
+      if (n >= 0) {
+        SocketAddress from =
+            len > 0 ? SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len)
+                    : (remote_ ? *remote_ : SocketAddress());
+        datagram_protocol_->datagram_received(std::string_view(buffer.get(), n), from);
+      } else if (!would_block(errno)) {
+        datagram_protocol_->error_received(os_error(errno, "recvfrom"));
+      }
+    } catch (...) {
+      loop_.call_exception_handler({"Fatal error: protocol.datagram_received() call failed.",
+                                    std::current_exception(), "", ""});
+      force_close(std::current_exception());
+    }
+  }
+
+  void on_writable() {
+    while (!queue_.empty()) {
+      auto& [data, addr] = queue_.front();
+      int err = send_one(data, addr);
+      if (err != 0 && would_block(err)) return;
+      queued_bytes_ -= data.size();
+      queue_.pop_front();
+      if (err != 0) report_error(err);
+    }
+    if (writing_) {
+      loop_.remove_writer(fd_);
+      writing_ = false;
+    }
+    if (closing_ && !conn_lost_) {
+      conn_lost_ = true;
+      loop_.call_soon([this] { call_connection_lost(nullptr); });
+    }
+  }
+
+  void stop_reading() {
+    if (reading_) {
+      loop_.remove_reader(fd_);
+      reading_ = false;
+    }
+  }
+
+  void force_close(std::exception_ptr exc) {
+    if (conn_lost_) return;
+    queue_.clear();
+    queued_bytes_ = 0;
+    if (writing_) {
+      loop_.remove_writer(fd_);
+      writing_ = false;
+    }
+    closing_ = true;
+    stop_reading();
+    conn_lost_ = true;
+    loop_.call_soon([this, exc] { call_connection_lost(exc); });
+  }
+
+  void call_connection_lost(std::exception_ptr exc) {
+    std::shared_ptr<DatagramSocketTransport> keep = std::move(self_);
+    try {
+      if (protocol_) protocol_->connection_lost(exc);
+    } catch (...) {
+      loop_.call_exception_handler(
+          {"protocol.connection_lost() failed", std::current_exception(), "", ""});
+    }
+    ::close(fd_);
+    fd_ = -1;
+    protocol_.reset();
+    datagram_protocol_ = nullptr;
+  }
+
+  EventLoop& loop_;
+  int fd_;
+  std::optional<SocketAddress> remote_;
+  std::shared_ptr<BaseProtocol> protocol_;
+  DatagramProtocol* datagram_protocol_ = nullptr;
+  std::shared_ptr<DatagramSocketTransport> self_;
+  std::deque<std::pair<std::string, std::optional<SocketAddress>>> queue_;
+  size_t queued_bytes_ = 0;
+  bool closing_ = false;
+  bool conn_lost_ = false;
+  bool reading_ = false;
+  bool writing_ = false;
+};
+
+}  // namespace
+
+Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loop,
+                                                                  ProtocolFactory factory,
+                                                                  DatagramOptions options) {
+  FdGuard sock;
+  if (options.sock >= 0) {
+    sock.reset(options.sock);
+  } else {
+    int family = options.family;
+    if (family == 0 && options.local_addr) family = options.local_addr->family();
+    if (family == 0 && options.remote_addr) family = options.remote_addr->family();
+    if (family == 0) family = AF_INET;
+    sock.reset(::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (sock.get() < 0) throw_os_error(errno, "socket");
+    int one = 1;
+    if (options.reuse_port &&
+        ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+      throw_os_error(errno, "setsockopt(SO_REUSEPORT)");
+    }
+    if (options.allow_broadcast &&
+        ::setsockopt(sock.get(), SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)) != 0) {
+      throw_os_error(errno, "setsockopt(SO_BROADCAST)");
+    }
+    if (options.local_addr && ::bind(sock.get(), options.local_addr->sockaddr_ptr(),
+                                     options.local_addr->sockaddr_len()) != 0) {
+      throw_os_error(
+          errno, "error while attempting to bind on address " + options.local_addr->to_string());
+    }
+    if (options.remote_addr && ::connect(sock.get(), options.remote_addr->sockaddr_ptr(),
+                                         options.remote_addr->sockaddr_len()) != 0) {
+      throw_os_error(errno, "connect to " + options.remote_addr->to_string());
+    }
+  }
+  std::shared_ptr<BaseProtocol> protocol = factory();
+  auto transport = std::make_shared<DatagramSocketTransport>(
+      loop, sock.release(), std::move(protocol), options.remote_addr);
+  Future<void> waiter = create_future<void>(loop);
+  transport->start(waiter);
+  try {
+    co_await waiter;
+  } catch (...) {
+    transport->close();
+    throw;
+  }
+  co_return transport;
+}
+
+}  // namespace asyncio::transports_internal

@@ -1,0 +1,45 @@
+// The state behind a Server handle.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "futures/futures.h"
+#include "loop/loop.h"
+#include "transports/transports.h"
+
+namespace asyncio::transports_internal {
+
+struct ServerState : std::enable_shared_from_this<ServerState> {
+  ServerState(EventLoop& l, ProtocolFactory f, int b)
+      : loop(l), factory(std::move(f)), backlog(b) {}
+  ~ServerState();
+
+  void start_serving();
+  void stop_serving();  // removes the accept watches
+  void close();
+  void attach() { ++active_connections; }
+  void detach();
+  void wake_up_waiters();
+  void accept_ready(int listen_fd);
+  void accept_connection(int fd);
+
+  EventLoop& loop;
+  ProtocolFactory factory;
+  int backlog;
+  std::vector<int> fds;   // listening sockets
+  std::string unix_path;  // removed when the server closes
+  ino_t unix_inode = 0;   // ... if it is still our socket
+  bool serving = false;
+  bool closed = false;
+  size_t active_connections = 0;
+  std::vector<Future<void>> closed_waiters;
+  std::optional<Future<void>> serving_forever;
+  TimerHandle accept_retry;
+};
+
+}  // namespace asyncio::transports_internal

@@ -1,0 +1,124 @@
+// The stream transport over a connected, non-blocking socket (TCP or Unix),
+// and the helpers the rest of //transports shares.
+#pragma once
+
+#include <any>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "futures/futures.h"
+#include "loop/loop.h"
+#include "transports/transports.h"
+
+namespace asyncio::transports_internal {
+
+// std::system_error for `err`, with `what` saying what failed.
+std::exception_ptr os_error(int err, const std::string& what);
+[[noreturn]] void throw_os_error(int err, const std::string& what);
+
+// Suspends until fd is readable (writable); removes the watch however the
+// wait ends (cancellation included).
+Coro<void> wait_readable(EventLoop& loop, int fd);
+Coro<void> wait_writable(EventLoop& loop, int fd);
+
+// Closes a descriptor unless released: no leak on any error path.
+class FdGuard {
+ public:
+  explicit FdGuard(int fd = -1) : fd_(fd) {}
+  FdGuard(const FdGuard&) = delete;
+  FdGuard& operator=(const FdGuard&) = delete;
+  ~FdGuard();
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+  void reset(int fd);
+
+ private:
+  int fd_;
+};
+
+// Resolves host:port through the loop's NameResolver, or the system
+// resolver off the loop thread; IP literals answer at once.
+Coro<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, uint16_t port,
+                                    AddrInfoHints hints);
+
+struct ServerState;
+
+class SocketTransport final : public Transport {
+ public:
+  // Takes ownership of `fd` (connected, non-blocking).
+  SocketTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol,
+                  std::shared_ptr<ServerState> server = nullptr);
+  ~SocketTransport() override;
+
+  // Schedules connection_made, then reading, then `waiter`'s result (as
+  // asyncio's _SelectorSocketTransport.__init__).
+  void start(std::optional<Future<void>> waiter);
+
+  // BaseTransport
+  void close() override;
+  bool is_closing() const override { return closing_; }
+  std::any get_extra_info(std::string_view name) const override;
+  void set_protocol(std::shared_ptr<BaseProtocol> protocol) override;
+  std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_; }
+
+  // Transport
+  void write(std::string_view data) override;
+  void writelines(const std::vector<std::string>& data) override;
+  void write_eof() override;
+  bool can_write_eof() const override { return true; }
+  void abort() override { force_close(nullptr); }
+  void pause_reading() override;
+  void resume_reading() override;
+  bool is_reading() const override { return !paused_ && !closing_; }
+  void set_write_buffer_limits(std::optional<size_t> high = {},
+                               std::optional<size_t> low = {}) override;
+  std::pair<size_t, size_t> get_write_buffer_limits() const override { return {low_, high_}; }
+  size_t get_write_buffer_size() const override { return buffer_.size() - buffer_offset_; }
+
+  // For sendfile: the socket, and waiting until the write buffer is empty.
+  int fd() const { return fd_; }
+  Coro<void> wait_until_flushed();
+  // While sendfile owns the socket, write() throws.
+  void set_sendfile_in_progress(bool on) { sendfile_in_progress_ = on; }
+
+ private:
+  void on_readable();
+  void on_writable();
+  void on_eof();
+  void add_reader();
+  void fatal_error(std::exception_ptr exc, const char* message);
+  void force_close(std::exception_ptr exc);
+  void call_connection_lost(std::exception_ptr exc);
+  void maybe_pause_protocol();
+  void maybe_resume_protocol();
+  void buffer_rest(const char* data, size_t size);
+  void flushed();
+
+  EventLoop& loop_;
+  int fd_;
+  std::shared_ptr<BaseProtocol> protocol_;
+  Protocol* stream_protocol_ = nullptr;  // one of these two is set
+  BufferedProtocol* buffered_protocol_ = nullptr;
+  std::shared_ptr<ServerState> server_;
+  std::shared_ptr<SocketTransport> self_;  // alive until connection_lost is delivered
+  std::string buffer_;                     // unsent bytes start at buffer_offset_
+  size_t buffer_offset_ = 0;
+  size_t high_ = 64 * 1024;
+  size_t low_ = 16 * 1024;
+  std::vector<Future<void>> flush_waiters_;
+  bool closing_ = false;
+  bool conn_lost_ = false;
+  bool paused_ = false;           // pause_reading()
+  bool reading_ = false;          // a reader is registered
+  bool protocol_paused_ = false;  // pause_writing() was called
+  bool eof_ = false;              // write_eof() called
+  bool writer_registered_ = false;
+  bool sendfile_in_progress_ = false;
+};
+
+}  // namespace asyncio::transports_internal

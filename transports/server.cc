@@ -1,0 +1,294 @@
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+#include "transports/internal/server_state.h"
+#include "transports/internal/socket_transport.h"
+#include "transports/transports.h"
+
+namespace asyncio {
+namespace transports_internal {
+namespace {
+
+constexpr double kAcceptRetryDelay = 1.0;  // seconds, as asyncio's
+
+void set_nodelay(int fd) {
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+bool is_tcp(int fd) {
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
+  return ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
+}
+
+}  // namespace
+
+ServerState::~ServerState() {
+  stop_serving();
+  for (int fd : fds) ::close(fd);
+}
+
+void ServerState::start_serving() {
+  if (serving || closed) return;
+  serving = true;
+  for (int fd : fds) {
+    // The watch keeps the server alive while it serves, as the loop's
+    // reference does in asyncio.
+    loop.add_reader(fd, [self = shared_from_this(), fd] { self->accept_ready(fd); });
+  }
+}
+
+void ServerState::stop_serving() {
+  if (!serving) return;
+  serving = false;
+  accept_retry.cancel();
+  if (loop.is_closed()) return;
+  for (int fd : fds) loop.remove_reader(fd);
+}
+
+void ServerState::accept_ready(int listen_fd) {
+  // Up to `backlog` connections per readiness event, as asyncio.
+  for (int i = 0; i < backlog && serving; ++i) {
+    int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      accept_connection(fd);
+      continue;
+    }
+    int err = errno;
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED) return;
+    if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+      // Out of descriptors: stop accepting for a moment, say so, carry on.
+      loop.call_exception_handler(
+          {"socket.accept() out of system resource", os_error(err, "accept"), "", ""});
+      auto self = shared_from_this();
+      stop_serving();
+      accept_retry = loop.call_later(std::chrono::duration<double>(kAcceptRetryDelay),
+                                     [self] { self->start_serving(); });
+      return;
+    }
+    loop.call_exception_handler({"accept() failed", os_error(err, "accept"), "", ""});
+    return;
+  }
+}
+
+void ServerState::accept_connection(int fd) {
+  FdGuard guard(fd);
+  if (is_tcp(fd)) set_nodelay(fd);
+  std::shared_ptr<BaseProtocol> protocol;
+  try {
+    protocol = factory();
+    if (!protocol) throw std::invalid_argument("protocol factory returned null");
+    auto transport = std::make_shared<SocketTransport>(loop, guard.release(), std::move(protocol),
+                                                       shared_from_this());
+    transport->start(std::nullopt);
+  } catch (...) {
+    loop.call_exception_handler(
+        {"Error on transport creation for incoming connection", std::current_exception(), "", ""});
+  }
+}
+
+void ServerState::close() {
+  if (closed) return;
+  closed = true;
+  stop_serving();
+  for (int fd : fds) ::close(fd);
+  fds.clear();
+  if (!unix_path.empty()) {
+    struct stat st;
+    if (::stat(unix_path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode) && st.st_ino == unix_inode) {
+      ::unlink(unix_path.c_str());
+    }
+  }
+  if (serving_forever && !serving_forever->done()) serving_forever->cancel();
+  if (active_connections == 0) wake_up_waiters();
+}
+
+void ServerState::detach() {
+  --active_connections;
+  if (active_connections == 0 && closed) wake_up_waiters();
+}
+
+void ServerState::wake_up_waiters() {
+  std::vector<Future<void>> waiters = std::move(closed_waiters);
+  closed_waiters.clear();
+  for (Future<void>& w : waiters) {
+    if (!w.done()) w.set_result();
+  }
+}
+
+namespace {
+
+Coro<Server> serve(std::shared_ptr<ServerState> state, const ServerOptions& options) {
+  for (int fd : state->fds) {
+    if (::listen(fd, options.backlog) != 0) throw_os_error(errno, "listen");
+  }
+  Server server(state);
+  if (options.start_serving) {
+    state->start_serving();
+    // One loop iteration so that the accept watches are in place, as asyncio.
+    co_await sleep(std::chrono::seconds(0));
+  }
+  co_return server;
+}
+
+}  // namespace
+}  // namespace transports_internal
+
+using transports_internal::FdGuard;
+using transports_internal::ServerState;
+using transports_internal::throw_os_error;
+
+SocketAddress SocketInfo::getsockname() const {
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    throw_os_error(errno, "getsockname");
+  }
+  return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+}
+
+Server::Server(std::shared_ptr<ServerState> state) : state_(std::move(state)) {}
+
+EventLoop& Server::get_loop() const { return state_->loop; }
+bool Server::is_serving() const { return state_->serving; }
+
+std::vector<SocketInfo> Server::sockets() const {
+  std::vector<SocketInfo> out;
+  for (int fd : state_->fds) out.push_back(SocketInfo{fd});
+  return out;
+}
+
+Coro<void> Server::start_serving() {
+  state_->start_serving();
+  co_await sleep(std::chrono::seconds(0));
+}
+
+Coro<void> Server::serve_forever() {
+  std::shared_ptr<ServerState> s = state_;
+  if (s->serving_forever) {
+    throw std::runtime_error("server is already being awaited on serve_forever()");
+  }
+  if (s->closed) throw std::runtime_error("server is closed");
+  s->start_serving();
+  s->serving_forever = create_future<void>(s->loop);
+  std::exception_ptr cancelled;
+  try {
+    co_await *s->serving_forever;
+  } catch (const CancelledError&) {
+    cancelled = std::current_exception();
+  }
+  s->serving_forever.reset();
+  if (cancelled) {
+    // Cancelling serve_forever closes the server.
+    s->close();
+    co_await Server(s).wait_closed();
+    std::rethrow_exception(cancelled);
+  }
+}
+
+void Server::close() { state_->close(); }
+
+Coro<void> Server::wait_closed() {
+  std::shared_ptr<ServerState> s = state_;
+  if (s->closed && s->active_connections == 0) co_return;
+  Future<void> waiter = create_future<void>(s->loop);
+  s->closed_waiters.push_back(waiter);
+  co_await waiter;
+}
+
+Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string host,
+                           uint16_t port, ServerOptions options) {
+  auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
+  if (options.sock >= 0) {
+    state->fds.push_back(options.sock);
+    co_return co_await transports_internal::serve(state, options);
+  }
+  std::vector<AddrInfo> infos;
+  const bool any_interface = host.empty();
+  if (any_interface) {
+    // Every interface: both families (each socket gets its own port when
+    // port is 0, as in asyncio).
+    for (const char* wildcard : {"0.0.0.0", "::"}) {
+      SocketAddress addr(wildcard, port);
+      if (options.family == 0 || options.family == addr.family()) {
+        infos.push_back(AddrInfo{addr.family(), SOCK_STREAM, 0, "", addr});
+      }
+    }
+  } else {
+    AddrInfoHints hints;
+    hints.family = options.family;
+    hints.socktype = SOCK_STREAM;
+    hints.flags = AI_PASSIVE;
+    infos = co_await transports_internal::resolve(loop, host, port, hints);
+  }
+  std::vector<SocketAddress> bound;
+  for (const AddrInfo& info : infos) {
+    bool seen = false;
+    for (const SocketAddress& b : bound) seen = seen || b == info.addr;
+    if (seen) continue;
+    bound.push_back(info.addr);
+    FdGuard sock(::socket(info.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (sock.get() < 0) {
+      // A host without IPv6 still serves IPv4 on "every interface".
+      if (any_interface && errno == EAFNOSUPPORT) continue;
+      throw_os_error(errno, "socket");
+    }
+    int one = 1;
+    if (options.reuse_address) {
+      ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    }
+    if (options.reuse_port &&
+        ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+      throw_os_error(errno, "setsockopt(SO_REUSEPORT)");
+    }
+    if (info.family == AF_INET6) {
+      // Otherwise "::" would also take the IPv4 port.
+      ::setsockopt(sock.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    }
+    if (::bind(sock.get(), info.addr.sockaddr_ptr(), info.addr.sockaddr_len()) != 0) {
+      throw_os_error(errno, "error while attempting to bind on address " + info.addr.to_string());
+    }
+    state->fds.push_back(sock.release());
+  }
+  if (state->fds.empty()) throw std::runtime_error("create_server: no address to listen on");
+  co_return co_await transports_internal::serve(state, options);
+}
+
+Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path,
+                                ServerOptions options) {
+  auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
+  if (options.sock >= 0) {
+    state->fds.push_back(options.sock);
+    co_return co_await transports_internal::serve(state, options);
+  }
+  SocketAddress addr = SocketAddress::unix_path(path);
+  // A socket file left by a previous run: replace it (asyncio does too).
+  struct stat st;
+  if (!path.empty() && path[0] != '\0' && ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
+    ::unlink(path.c_str());
+  }
+  FdGuard sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (sock.get() < 0) throw_os_error(errno, "socket");
+  if (::bind(sock.get(), addr.sockaddr_ptr(), addr.sockaddr_len()) != 0) {
+    throw_os_error(errno, "error while attempting to bind on address " + path);
+  }
+  if (!path.empty() && path[0] != '\0' && ::stat(path.c_str(), &st) == 0) {
+    state->unix_path = path;
+    state->unix_inode = st.st_ino;
+  }
+  state->fds.push_back(sock.release());
+  co_return co_await transports_internal::serve(state, options);
+}
+
+}  // namespace asyncio

@@ -1,0 +1,173 @@
+// Raw non-blocking sockets (loop.sock_*) and sendfile.
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <stdexcept>
+
+#include "transports/internal/socket_transport.h"
+#include "transports/transports.h"
+
+namespace asyncio {
+
+using transports_internal::throw_os_error;
+using transports_internal::wait_readable;
+using transports_internal::wait_writable;
+
+namespace {
+
+bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+
+constexpr size_t kSendfileChunk = 1 << 30;     // per sendfile(2) call
+constexpr size_t kFallbackChunk = 256 * 1024;  // per read/write round
+
+}  // namespace
+
+Coro<std::string> sock_recv(EventLoop& loop, int sock, size_t nbytes) {
+  std::string buf(nbytes, '\0');
+  while (true) {
+    ssize_t n = ::recv(sock, buf.data(), nbytes, 0);
+    if (n >= 0) {
+      buf.resize(static_cast<size_t>(n));
+      co_return buf;
+    }
+    if (!would_block(errno)) throw_os_error(errno, "recv");
+    co_await wait_readable(loop, sock);
+  }
+}
+
+Coro<size_t> sock_recv_into(EventLoop& loop, int sock, std::span<char> buf) {
+  while (true) {
+    ssize_t n = ::recv(sock, buf.data(), buf.size(), 0);
+    if (n >= 0) co_return static_cast<size_t>(n);
+    if (!would_block(errno)) throw_os_error(errno, "recv");
+    co_await wait_readable(loop, sock);
+  }
+}
+
+Coro<void> sock_sendall(EventLoop& loop, int sock, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(sock, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n >= 0) {
+      data.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (!would_block(errno)) throw_os_error(errno, "send");
+    co_await wait_writable(loop, sock);
+  }
+}
+
+Coro<void> sock_connect(EventLoop& loop, int sock, const SocketAddress& addr) {
+  while (true) {
+    if (::connect(sock, addr.sockaddr_ptr(), addr.sockaddr_len()) == 0) co_return;
+    int err = errno;
+    if (err == EINTR) continue;
+    if (err != EINPROGRESS && err != EAGAIN) {
+      throw_os_error(err, "Connect call failed (" + addr.to_string() + ")");
+    }
+    co_await wait_writable(loop, sock);
+    if (err == EAGAIN) continue;
+    int so_error = 0;
+    socklen_t len = sizeof(so_error);
+    if (::getsockopt(sock, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
+    if (so_error != 0) throw_os_error(so_error, "Connect call failed (" + addr.to_string() + ")");
+    co_return;
+  }
+}
+
+Coro<std::pair<int, SocketAddress>> sock_accept(EventLoop& loop, int sock) {
+  while (true) {
+    sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int fd = ::accept4(sock, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      co_return std::make_pair(fd,
+                               SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len));
+    }
+    if (!would_block(errno) && errno != ECONNABORTED) throw_os_error(errno, "accept");
+    co_await wait_readable(loop, sock);
+  }
+}
+
+namespace {
+
+Coro<size_t> sendfile_fallback(EventLoop& loop, int sock, int file_fd, off_t offset,
+                               std::optional<size_t> count) {
+  std::string chunk;
+  size_t total = 0;
+  while (!count || total < *count) {
+    size_t want = count ? std::min(kFallbackChunk, *count - total) : kFallbackChunk;
+    chunk.resize(want);
+    ssize_t n = ::pread(file_fd, chunk.data(), want, offset + static_cast<off_t>(total));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_os_error(errno, "pread");
+    }
+    if (n == 0) break;
+    co_await sock_sendall(loop, sock, std::string_view(chunk.data(), static_cast<size_t>(n)));
+    total += static_cast<size_t>(n);
+  }
+  co_return total;
+}
+
+}  // namespace
+
+Coro<size_t> sock_sendfile(EventLoop& loop, int sock, int file_fd, off_t offset,
+                           std::optional<size_t> count, bool fallback) {
+  size_t total = 0;
+  off_t position = offset;
+  while (!count || total < *count) {
+    size_t want = count ? std::min(kSendfileChunk, *count - total) : kSendfileChunk;
+    ssize_t n = ::sendfile(sock, file_fd, &position, want);
+    if (n > 0) {
+      total += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) break;  // end of file
+    int err = errno;
+    if (would_block(err)) {
+      co_await wait_writable(loop, sock);
+      continue;
+    }
+    if ((err == EINVAL || err == ENOSYS || err == EOVERFLOW) && total == 0) {
+      // This pair of descriptors cannot use sendfile(2).
+      if (!fallback) throw_os_error(err, "sendfile is not supported for this socket and file");
+      total = co_await sendfile_fallback(loop, sock, file_fd, offset, count);
+      position = offset + static_cast<off_t>(total);
+      break;
+    }
+    throw_os_error(err, "sendfile");
+  }
+  // Leave the file position after what was sent, as socket.sendfile does.
+  ::lseek(file_fd, offset + static_cast<off_t>(total), SEEK_SET);
+  co_return total;
+}
+
+Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t offset,
+                      std::optional<size_t> count, bool fallback) {
+  auto* socket_transport = dynamic_cast<transports_internal::SocketTransport*>(&transport);
+  if (socket_transport == nullptr) {
+    throw std::runtime_error("sendfile: this transport has no socket to send a file on");
+  }
+  if (transport.is_closing()) throw std::runtime_error("sendfile: the transport is closing");
+  const bool was_reading = transport.is_reading();
+  transport.pause_reading();
+  struct Resume {
+    Transport& t;
+    bool reading;
+    ~Resume() {
+      if (reading && !t.is_closing()) t.resume_reading();
+    }
+  } resume{transport, was_reading};
+  co_await socket_transport->wait_until_flushed();
+  socket_transport->set_sendfile_in_progress(true);
+  struct Done {
+    transports_internal::SocketTransport* t;
+    ~Done() { t->set_sendfile_in_progress(false); }
+  } done{socket_transport};
+  co_return co_await sock_sendfile(loop, socket_transport->fd(), file_fd, offset, count, fallback);
+}
+
+}  // namespace asyncio

@@ -1,0 +1,455 @@
+#include "transports/internal/socket_transport.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <system_error>
+
+#include "transports/internal/server_state.h"
+
+namespace asyncio::transports_internal {
+namespace {
+
+// asyncio's max_size: one recv per readiness event reads at most this much.
+constexpr size_t kReadSize = 256 * 1024;
+
+char* read_buffer() {
+  thread_local std::unique_ptr<char[]> buffer(new char[kReadSize]);
+  return buffer.get();
+}
+
+bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+
+}  // namespace
+
+std::exception_ptr os_error(int err, const std::string& what) {
+  return std::make_exception_ptr(std::system_error(err, std::generic_category(), what));
+}
+
+void throw_os_error(int err, const std::string& what) {
+  throw std::system_error(err, std::generic_category(), what);
+}
+
+FdGuard::~FdGuard() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void FdGuard::reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+namespace {
+
+struct RemoveWatch {
+  EventLoop& loop;
+  int fd;
+  bool writer;
+  ~RemoveWatch() {
+    try {
+      if (writer) {
+        loop.remove_writer(fd);
+      } else {
+        loop.remove_reader(fd);
+      }
+    } catch (...) {
+      // The fd was closed behind our back: nothing left to remove.
+    }
+  }
+};
+
+Coro<void> wait_fd(EventLoop& loop, int fd, bool writer) {
+  Future<void> ready = create_future<void>(loop);
+  auto fire = [ready]() mutable {
+    if (!ready.done()) ready.set_result();
+  };
+  if (writer) {
+    loop.add_writer(fd, std::move(fire));
+  } else {
+    loop.add_reader(fd, std::move(fire));
+  }
+  RemoveWatch guard{loop, fd, writer};
+  co_await ready;
+}
+
+}  // namespace
+
+Coro<void> wait_readable(EventLoop& loop, int fd) { return wait_fd(loop, fd, false); }
+Coro<void> wait_writable(EventLoop& loop, int fd) { return wait_fd(loop, fd, true); }
+
+// ---------------------------------------------------------------------------
+
+SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol,
+                                 std::shared_ptr<ServerState> server)
+    : loop_(loop), fd_(fd), server_(std::move(server)) {
+  set_protocol(std::move(protocol));
+  if (server_) server_->attach();
+}
+
+SocketTransport::~SocketTransport() {
+  if (fd_ >= 0) {
+    try {
+      if (reading_) loop_.remove_reader(fd_);
+      if (writer_registered_) loop_.remove_writer(fd_);
+    } catch (...) {
+    }
+    ::close(fd_);
+  }
+}
+
+void SocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
+  stream_protocol_ = dynamic_cast<Protocol*>(protocol.get());
+  buffered_protocol_ = dynamic_cast<BufferedProtocol*>(protocol.get());
+  if (protocol && stream_protocol_ == nullptr && buffered_protocol_ == nullptr) {
+    throw std::invalid_argument("a stream transport needs a Protocol or a BufferedProtocol");
+  }
+  protocol_ = std::move(protocol);
+}
+
+void SocketTransport::start(std::optional<Future<void>> waiter) {
+  self_ = std::static_pointer_cast<SocketTransport>(shared_from_this());
+  loop_.call_soon([this] {
+    if (protocol_) protocol_->connection_made(self_);
+  });
+  loop_.call_soon([this] {
+    if (!paused_ && !closing_) add_reader();
+  });
+  if (waiter) {
+    loop_.call_soon([w = *waiter]() mutable {
+      if (!w.done()) w.set_result();
+    });
+  }
+}
+
+std::any SocketTransport::get_extra_info(std::string_view name) const {
+  if (name == "socket") return fd_;
+  if (fd_ < 0) return {};
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (name == "peername") {
+    if (::getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    }
+  } else if (name == "sockname") {
+    if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+      return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    }
+  }
+  return {};
+}
+
+// --- reading ---------------------------------------------------------------
+
+void SocketTransport::add_reader() {
+  if (reading_ || fd_ < 0) return;
+  loop_.add_reader(fd_, [this] { on_readable(); });
+  reading_ = true;
+}
+
+void SocketTransport::pause_reading() {
+  if (closing_ || paused_) return;
+  paused_ = true;
+  if (reading_) {
+    loop_.remove_reader(fd_);
+    reading_ = false;
+  }
+}
+
+void SocketTransport::resume_reading() {
+  if (closing_ || !paused_) return;
+  paused_ = false;
+  add_reader();
+}
+
+void SocketTransport::on_readable() {
+  if (conn_lost_) return;
+  try {
+    if (buffered_protocol_ != nullptr) {
+      std::span<char> buf = buffered_protocol_->get_buffer(kReadSize);
+      if (buf.empty()) throw std::runtime_error("get_buffer() returned an empty buffer");
+      ssize_t n = ::recv(fd_, buf.data(), buf.size(), 0);
+      if (n > 0) {
+        buffered_protocol_->buffer_updated(static_cast<size_t>(n));
+      } else if (n == 0) {
+        on_eof();
+      } else if (!would_block(errno)) {
+        fatal_error(os_error(errno, "recv"), "Fatal read error on socket transport");
+      }
+      return;
+    }
+    char* buf = read_buffer();
+    ssize_t n = ::recv(fd_, buf, kReadSize, 0);
+    if (n > 0) {
+      stream_protocol_->data_received(std::string_view(buf, static_cast<size_t>(n)));
+    } else if (n == 0) {
+      on_eof();
+    } else if (!would_block(errno)) {
+      fatal_error(os_error(errno, "recv"), "Fatal read error on socket transport");
+    }
+  } catch (...) {
+    // The protocol threw: as asyncio, report it and close the connection.
+    fatal_error(std::current_exception(), "Fatal error: protocol.data_received() call failed.");
+  }
+}
+
+void SocketTransport::on_eof() {
+  if (reading_) {
+    loop_.remove_reader(fd_);
+    reading_ = false;
+  }
+  bool keep_open = stream_protocol_ != nullptr ? stream_protocol_->eof_received()
+                                               : buffered_protocol_->eof_received();
+  // Keeping the transport open means half-closed: we only stop reading.
+  if (!keep_open) close();
+}
+
+// --- writing ---------------------------------------------------------------
+
+void SocketTransport::write(std::string_view data) {
+  if (eof_) throw std::runtime_error("Cannot call write() after write_eof()");
+  if (sendfile_in_progress_) throw std::runtime_error("unable to write; sendfile is in progress");
+  if (data.empty() || closing_ || conn_lost_) return;
+  if (get_write_buffer_size() == 0) {
+    // Try the socket first; buffer only what it did not take.
+    ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+    if (n < 0) {
+      if (!would_block(errno)) {
+        fatal_error(os_error(errno, "send"), "Fatal write error on socket transport");
+        return;
+      }
+      n = 0;
+    }
+    if (static_cast<size_t>(n) == data.size()) return;
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  buffer_rest(data.data(), data.size());
+}
+
+void SocketTransport::writelines(const std::vector<std::string>& data) {
+  if (eof_) throw std::runtime_error("Cannot call writelines() after write_eof()");
+  if (closing_ || conn_lost_) return;
+  if (get_write_buffer_size() != 0) {
+    for (const std::string& s : data) buffer_rest(s.data(), s.size());
+    return;
+  }
+  // One sendmsg for all of it, then buffer what is left.
+  constexpr size_t kMaxIov = 64;
+  size_t i = 0;
+  while (i < data.size()) {
+    iovec iov[kMaxIov];
+    size_t count = 0, total = 0;
+    for (size_t j = i; j < data.size() && count < kMaxIov; ++j) {
+      if (data[j].empty()) continue;
+      iov[count].iov_base = const_cast<char*>(data[j].data());
+      iov[count].iov_len = data[j].size();
+      total += data[j].size();
+      ++count;
+    }
+    size_t end = i;
+    for (size_t seen = 0; end < data.size() && seen < count; ++end) {
+      if (!data[end].empty()) ++seen;
+    }
+    if (count == 0) return;
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = count;
+    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (!would_block(errno)) {
+        fatal_error(os_error(errno, "sendmsg"), "Fatal write error on socket transport");
+        return;
+      }
+      n = 0;
+    }
+    size_t sent = static_cast<size_t>(n);
+    if (sent == total) {
+      i = end;
+      continue;
+    }
+    // Partial: buffer the rest of this batch and everything after it.
+    for (size_t j = i; j < data.size(); ++j) {
+      size_t skip = std::min(sent, data[j].size());
+      sent -= skip;
+      buffer_rest(data[j].data() + skip, data[j].size() - skip);
+    }
+    return;
+  }
+}
+
+void SocketTransport::buffer_rest(const char* data, size_t size) {
+  if (size == 0) return;
+  if (buffer_offset_ > 0 && buffer_offset_ * 2 >= buffer_.size()) {
+    buffer_.erase(0, buffer_offset_);
+    buffer_offset_ = 0;
+  }
+  buffer_.append(data, size);
+  if (!writer_registered_) {
+    loop_.add_writer(fd_, [this] { on_writable(); });
+    writer_registered_ = true;
+  }
+  maybe_pause_protocol();
+}
+
+void SocketTransport::on_writable() {
+  if (conn_lost_) return;
+  size_t pending = get_write_buffer_size();
+  if (pending > 0) {
+    ssize_t n = ::send(fd_, buffer_.data() + buffer_offset_, pending, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (would_block(errno)) return;
+      fatal_error(os_error(errno, "send"), "Fatal write error on socket transport");
+      return;
+    }
+    buffer_offset_ += static_cast<size_t>(n);
+    maybe_resume_protocol();
+    if (get_write_buffer_size() > 0) return;
+  }
+  flushed();
+}
+
+void SocketTransport::flushed() {
+  buffer_.clear();
+  buffer_offset_ = 0;
+  if (writer_registered_) {
+    loop_.remove_writer(fd_);
+    writer_registered_ = false;
+  }
+  for (Future<void>& w : flush_waiters_) {
+    if (!w.done()) w.set_result();
+  }
+  flush_waiters_.clear();
+  if (closing_) {
+    conn_lost_ = true;
+    loop_.call_soon([this] { call_connection_lost(nullptr); });
+  } else if (eof_) {
+    ::shutdown(fd_, SHUT_WR);
+  }
+}
+
+Coro<void> SocketTransport::wait_until_flushed() {
+  if (get_write_buffer_size() == 0) co_return;
+  Future<void> waiter = create_future<void>(loop_);
+  flush_waiters_.push_back(waiter);
+  co_await waiter;
+}
+
+void SocketTransport::write_eof() {
+  if (closing_ || eof_) return;
+  eof_ = true;
+  if (get_write_buffer_size() == 0) ::shutdown(fd_, SHUT_WR);
+}
+
+void SocketTransport::set_write_buffer_limits(std::optional<size_t> high,
+                                              std::optional<size_t> low) {
+  size_t h = high ? *high : (low ? 4 * *low : 64 * 1024);
+  size_t l = low ? *low : h / 4;
+  if (l > h) {
+    throw std::invalid_argument("high (" + std::to_string(h) + ") must be >= low (" +
+                                std::to_string(l) + ")");
+  }
+  high_ = h;
+  low_ = l;
+  maybe_pause_protocol();
+}
+
+void SocketTransport::maybe_pause_protocol() {
+  if (protocol_paused_ || get_write_buffer_size() < high_ || get_write_buffer_size() == 0) return;
+  protocol_paused_ = true;
+  try {
+    protocol_->pause_writing();
+  } catch (...) {
+    loop_.call_exception_handler(
+        {"protocol.pause_writing() failed", std::current_exception(), "", ""});
+  }
+}
+
+void SocketTransport::maybe_resume_protocol() {
+  if (!protocol_paused_ || get_write_buffer_size() > low_) return;
+  protocol_paused_ = false;
+  try {
+    protocol_->resume_writing();
+  } catch (...) {
+    loop_.call_exception_handler(
+        {"protocol.resume_writing() failed", std::current_exception(), "", ""});
+  }
+}
+
+// --- closing ---------------------------------------------------------------
+
+void SocketTransport::close() {
+  if (closing_) return;
+  closing_ = true;
+  if (reading_) {
+    loop_.remove_reader(fd_);
+    reading_ = false;
+  }
+  if (get_write_buffer_size() == 0 && !conn_lost_) {
+    conn_lost_ = true;
+    loop_.call_soon([this] { call_connection_lost(nullptr); });
+  }
+}
+
+void SocketTransport::fatal_error(std::exception_ptr exc, const char* message) {
+  // Connection resets and the like are ordinary events: no report, as asyncio
+  // (which only logs them in debug mode).
+  bool ordinary = false;
+  try {
+    std::rethrow_exception(exc);
+  } catch (const std::system_error& e) {
+    ordinary = e.code().category() == std::generic_category();
+  } catch (...) {
+  }
+  if (!ordinary || loop_.get_debug()) loop_.call_exception_handler({message, exc, "", ""});
+  force_close(exc);
+}
+
+void SocketTransport::force_close(std::exception_ptr exc) {
+  if (conn_lost_) return;
+  buffer_.clear();
+  buffer_offset_ = 0;
+  if (writer_registered_) {
+    loop_.remove_writer(fd_);
+    writer_registered_ = false;
+  }
+  if (!closing_) {
+    closing_ = true;
+    if (reading_) {
+      loop_.remove_reader(fd_);
+      reading_ = false;
+    }
+  }
+  for (Future<void>& w : flush_waiters_) {
+    if (!w.done()) w.set_exception(exc ? exc : os_error(ECONNABORTED, "transport aborted"));
+  }
+  flush_waiters_.clear();
+  conn_lost_ = true;
+  loop_.call_soon([this, exc] { call_connection_lost(exc); });
+}
+
+void SocketTransport::call_connection_lost(std::exception_ptr exc) {
+  std::shared_ptr<SocketTransport> keep = std::move(self_);  // this may go with it
+  try {
+    if (protocol_) protocol_->connection_lost(exc);
+  } catch (...) {
+    loop_.call_exception_handler(
+        {"protocol.connection_lost() failed", std::current_exception(), "", ""});
+  }
+  ::close(fd_);
+  fd_ = -1;
+  protocol_.reset();
+  stream_protocol_ = nullptr;
+  buffered_protocol_ = nullptr;
+  if (server_) {
+    server_->detach();
+    server_.reset();
+  }
+}
+
+}  // namespace asyncio::transports_internal

@@ -1,0 +1,301 @@
+// //transports: transports and protocols, as asyncio's.
+//
+// A transport moves bytes (a TCP or Unix stream socket, a UDP socket); a
+// protocol decides what the bytes mean. The transport calls the protocol
+// (connection_made, data_received, eof_received, connection_lost,
+// pause_writing/resume_writing); the protocol calls the transport (write,
+// close, pause_reading, ...). All of it runs on the loop thread.
+//
+// Reading uses a per-thread 256 KiB buffer that data_received sees as a
+// string_view (BufferedProtocol reads straight into the protocol's memory).
+// `write` tries the socket first and buffers only what the kernel did not
+// take; the descriptor stays registered with epoll while it is being read.
+#pragma once
+
+#include <sys/types.h>
+
+#include <any>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "futures/futures.h"
+#include "loop/loop.h"
+
+namespace asyncio {
+
+class BaseTransport;
+
+// ---------------------------------------------------------------------------
+// Protocols
+
+class BaseProtocol {
+ public:
+  virtual ~BaseProtocol() = default;
+  virtual void connection_made(std::shared_ptr<BaseTransport> transport) { (void)transport; }
+  // `exc` is null on a clean close (or abort()).
+  virtual void connection_lost(std::exception_ptr exc) { (void)exc; }
+  // Write flow control: the transport's buffer went over the high watermark /
+  // back down to the low one.
+  virtual void pause_writing() {}
+  virtual void resume_writing() {}
+};
+
+class Protocol : public BaseProtocol {
+ public:
+  // `data` is valid during the call only.
+  virtual void data_received(std::string_view data) { (void)data; }
+  // The peer will send no more. Return true to keep the transport open for
+  // writing (half-close); false closes it.
+  virtual bool eof_received() { return false; }
+};
+
+// Reads go straight into memory the protocol provides: no copy.
+class BufferedProtocol : public BaseProtocol {
+ public:
+  // A non-empty buffer to receive into; `sizehint` is a suggestion.
+  virtual std::span<char> get_buffer(size_t sizehint) = 0;
+  // `nbytes` bytes were written at the start of the last buffer.
+  virtual void buffer_updated(size_t nbytes) = 0;
+  virtual bool eof_received() { return false; }
+};
+
+class DatagramProtocol : public BaseProtocol {
+ public:
+  virtual void datagram_received(std::string_view data, const SocketAddress& addr) {
+    (void)data;
+    (void)addr;
+  }
+  // An error from a previous send or receive (e.g. ECONNREFUSED from ICMP).
+  virtual void error_received(std::exception_ptr exc) { (void)exc; }
+};
+
+// ---------------------------------------------------------------------------
+// Transports
+
+class BaseTransport : public std::enable_shared_from_this<BaseTransport> {
+ public:
+  virtual ~BaseTransport() = default;
+  virtual void close() = 0;
+  virtual bool is_closing() const = 0;
+  // "peername", "sockname" (SocketAddress), "socket" (int fd); an empty
+  // std::any for anything else.
+  virtual std::any get_extra_info(std::string_view name) const = 0;
+  virtual void set_protocol(std::shared_ptr<BaseProtocol> protocol) = 0;
+  virtual std::shared_ptr<BaseProtocol> get_protocol() const = 0;
+};
+
+// A stream transport (TCP or Unix socket).
+class Transport : public BaseTransport {
+ public:
+  // Ignored after close() or abort(); throws std::runtime_error after
+  // write_eof().
+  virtual void write(std::string_view data) = 0;
+  virtual void writelines(const std::vector<std::string>& data) = 0;
+  // Closes the write side once the buffer is flushed (half-close).
+  virtual void write_eof() = 0;
+  virtual bool can_write_eof() const = 0;
+  // Closes at once: buffered data is dropped, connection_lost(null) follows.
+  virtual void abort() = 0;
+  virtual void pause_reading() = 0;
+  virtual void resume_reading() = 0;
+  virtual bool is_reading() const = 0;
+  // Defaults: high 64 KiB, low high/4. Throws std::invalid_argument unless
+  // high >= low >= 0.
+  virtual void set_write_buffer_limits(std::optional<size_t> high = {},
+                                       std::optional<size_t> low = {}) = 0;
+  // {low, high}
+  virtual std::pair<size_t, size_t> get_write_buffer_limits() const = 0;
+  virtual size_t get_write_buffer_size() const = 0;
+};
+
+class DatagramTransport : public BaseTransport {
+ public:
+  // With a remote address set at creation, `addr` must be empty or equal to
+  // it.
+  virtual void sendto(std::string_view data, std::optional<SocketAddress> addr = {}) = 0;
+  virtual void abort() = 0;
+  virtual size_t get_write_buffer_size() const = 0;
+};
+
+// ---------------------------------------------------------------------------
+// Options
+
+struct ConnectOptions {
+  int family = 0;  // AF_UNSPEC: whatever the name resolves to
+  std::optional<SocketAddress> local_addr;
+  int sock = -1;  // an already connected socket to wrap instead
+  // Accepted for compatibility; addresses are tried one after the other.
+  std::optional<std::chrono::duration<double>> happy_eyeballs_delay;
+};
+
+struct ServerOptions {
+  int family = 0;
+  int backlog = 100;
+  bool reuse_address = true;
+  bool reuse_port = false;
+  bool start_serving = true;
+  int sock = -1;  // an already listening socket to serve instead
+};
+
+struct DatagramOptions {
+  std::optional<SocketAddress> local_addr;
+  std::optional<SocketAddress> remote_addr;
+  int family = 0;
+  bool reuse_port = false;
+  bool allow_broadcast = false;
+  int sock = -1;
+};
+
+using ProtocolFactory = std::function<std::shared_ptr<BaseProtocol>()>;
+
+// ---------------------------------------------------------------------------
+// Servers
+
+struct SocketInfo {
+  int fd_ = -1;
+  int fd() const { return fd_; }
+  SocketAddress getsockname() const;
+};
+
+namespace transports_internal {
+struct ServerState;
+}
+
+// A listening server (asyncio.Server). A copyable handle.
+class Server {
+ public:
+  explicit Server(std::shared_ptr<transports_internal::ServerState> state);
+  EventLoop& get_loop() const;
+  bool is_serving() const;
+  std::vector<SocketInfo> sockets() const;
+  // Starts accepting (idempotent).
+  Coro<void> start_serving();
+  // Accepts until cancelled; the cancellation closes the server.
+  Coro<void> serve_forever();
+  // Stops listening and closes the listening sockets; connections that are
+  // open stay open.
+  void close();
+  // Waits until the server is closed and its connections are gone.
+  Coro<void> wait_closed();
+
+ private:
+  std::shared_ptr<transports_internal::ServerState> state_;
+};
+
+// ---------------------------------------------------------------------------
+// Creating transports
+
+namespace transports_internal {
+
+// The factory's protocol type.
+template <class F>
+using ProtocolOf = typename std::invoke_result_t<F&>::element_type;
+
+// Wraps a typed factory; remembers the last protocol it made.
+template <class F>
+struct TypedFactory {
+  using P = ProtocolOf<F>;
+  F factory;
+  std::shared_ptr<std::shared_ptr<P>> last = std::make_shared<std::shared_ptr<P>>();
+  ProtocolFactory erased() {
+    return [f = factory, last = last]() mutable -> std::shared_ptr<BaseProtocol> {
+      std::shared_ptr<P> p = f();
+      if (!p) throw std::invalid_argument("protocol factory returned null");
+      *last = p;
+      return p;
+    };
+  }
+};
+
+Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFactory factory,
+                                                   std::string host, uint16_t port,
+                                                   ConnectOptions options);
+Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, ProtocolFactory factory,
+                                                        std::string path);
+Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, ProtocolFactory factory,
+                                                         int sock);
+Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loop,
+                                                                  ProtocolFactory factory,
+                                                                  DatagramOptions options);
+
+template <class T, class F>
+Coro<std::pair<std::shared_ptr<T>, std::shared_ptr<ProtocolOf<F>>>> with_protocol(
+    Coro<std::shared_ptr<T>> create, TypedFactory<F> typed) {
+  std::shared_ptr<T> transport = co_await std::move(create);
+  co_return std::make_pair(std::move(transport), *typed.last);
+}
+
+}  // namespace transports_internal
+
+// Connects to host:port (a name goes through the loop's resolver; each
+// address is tried in turn) and wraps the socket in a transport driving a
+// protocol from `factory`. TCP_NODELAY is on, as in asyncio.
+template <class F>
+auto create_connection(EventLoop& loop, F factory, std::string host, uint16_t port,
+                       ConnectOptions options = {}) {
+  transports_internal::TypedFactory<F> typed{std::move(factory)};
+  return transports_internal::with_protocol(
+      transports_internal::create_connection(loop, typed.erased(), std::move(host), port,
+                                             std::move(options)),
+      typed);
+}
+
+template <class F>
+auto create_unix_connection(EventLoop& loop, F factory, std::string path) {
+  transports_internal::TypedFactory<F> typed{std::move(factory)};
+  return transports_internal::with_protocol(
+      transports_internal::create_unix_connection(loop, typed.erased(), std::move(path)), typed);
+}
+
+// Wraps a socket accepted elsewhere.
+template <class F>
+auto connect_accepted_socket(EventLoop& loop, F factory, int sock) {
+  transports_internal::TypedFactory<F> typed{std::move(factory)};
+  return transports_internal::with_protocol(
+      transports_internal::connect_accepted_socket(loop, typed.erased(), sock), typed);
+}
+
+template <class F>
+auto create_datagram_endpoint(EventLoop& loop, F factory, DatagramOptions options) {
+  transports_internal::TypedFactory<F> typed{std::move(factory)};
+  return transports_internal::with_protocol(
+      transports_internal::create_datagram_endpoint(loop, typed.erased(), std::move(options)),
+      typed);
+}
+
+// Listens on host:port (port 0: any free port; an empty host: every
+// interface; a name resolving to several addresses: a socket for each).
+Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string host,
+                           uint16_t port, ServerOptions options = {});
+// Listens on a Unix socket path; a stale socket file is replaced, and the
+// file is removed when the server closes.
+Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path,
+                                ServerOptions options = {});
+
+// Sends a file over a transport with sendfile(2) (or read/write with
+// fallback); returns the bytes sent.
+Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t offset = 0,
+                      std::optional<size_t> count = {}, bool fallback = true);
+
+// ---------------------------------------------------------------------------
+// Raw non-blocking sockets
+
+Coro<std::string> sock_recv(EventLoop& loop, int sock, size_t nbytes);
+Coro<size_t> sock_recv_into(EventLoop& loop, int sock, std::span<char> buf);
+Coro<void> sock_sendall(EventLoop& loop, int sock, std::string_view data);
+Coro<void> sock_connect(EventLoop& loop, int sock, const SocketAddress& addr);
+Coro<std::pair<int, SocketAddress>> sock_accept(EventLoop& loop, int sock);
+Coro<size_t> sock_sendfile(EventLoop& loop, int sock, int file_fd, off_t offset = 0,
+                           std::optional<size_t> count = {}, bool fallback = true);
+
+}  // namespace asyncio

@@ -1,0 +1,590 @@
+// Transports and protocols over real sockets on loopback.
+#include "transports/transports.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "futures/futures.h"
+#include "gtest/gtest.h"
+
+namespace asyncio {
+namespace {
+
+using namespace std::chrono_literals;
+
+// Echoes everything back; records what happened.
+class EchoProtocol : public Protocol {
+ public:
+  void connection_made(std::shared_ptr<BaseTransport> t) override {
+    transport = std::static_pointer_cast<Transport>(t);
+  }
+  void data_received(std::string_view data) override {
+    received += data;
+    transport->write(data);
+  }
+  bool eof_received() override {
+    got_eof = true;
+    return false;
+  }
+  void connection_lost(std::exception_ptr exc) override {
+    lost = true;
+    lost_error = exc;
+  }
+  std::shared_ptr<Transport> transport;
+  std::string received;
+  bool got_eof = false;
+  bool lost = false;
+  std::exception_ptr lost_error;
+};
+
+// A client side that collects data and lets tests await events.
+class Collector : public Protocol {
+ public:
+  explicit Collector(EventLoop& loop)
+      : closed(create_future<void>(loop)), data_event(create_future<void>(loop)) {}
+  void connection_made(std::shared_ptr<BaseTransport> t) override {
+    transport = std::static_pointer_cast<Transport>(t);
+  }
+  void data_received(std::string_view data) override {
+    received += data;
+    if (!data_event.done()) data_event.set_result();
+  }
+  bool eof_received() override {
+    got_eof = true;
+    return keep_open_on_eof;
+  }
+  void pause_writing() override { ++pauses; }
+  void resume_writing() override { ++resumes; }
+  void connection_lost(std::exception_ptr exc) override {
+    lost_error = exc;
+    if (!closed.done()) closed.set_result();
+  }
+  // Waits until at least n bytes arrived.
+  Coro<void> wait_for_bytes(size_t n) {
+    while (received.size() < n) {
+      data_event = create_future<void>(get_running_loop());
+      co_await data_event;
+    }
+  }
+  std::shared_ptr<Transport> transport;
+  std::string received;
+  bool got_eof = false;
+  bool keep_open_on_eof = false;
+  int pauses = 0, resumes = 0;
+  std::exception_ptr lost_error;
+  Future<void> closed;
+  Future<void> data_event;
+};
+
+uint16_t port_of(const Server& server) { return server.sockets().at(0).getsockname().port(); }
+
+TEST(TransportTest, TcpEchoThroughProtocols) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<EchoProtocol>> server_side;
+    Server server = co_await create_server(
+        loop,
+        [&server_side] {
+          server_side.push_back(std::make_shared<EchoProtocol>());
+          return server_side.back();
+        },
+        "127.0.0.1", 0);
+    EXPECT_TRUE(server.is_serving());
+    uint16_t port = port_of(server);
+    EXPECT_NE(port, 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port);
+    static_assert(std::is_same_v<decltype(client), std::shared_ptr<Collector>>);
+    EXPECT_EQ(client->transport, transport);
+    transport->write("hello ");
+    std::vector<std::string> lines{"wor", "ld"};
+    transport->writelines(lines);
+    co_await client->wait_for_bytes(11);
+    EXPECT_EQ(client->received, "hello world");
+    auto peer = std::any_cast<SocketAddress>(transport->get_extra_info("peername"));
+    EXPECT_EQ(peer.port(), port);
+    EXPECT_EQ(peer.host(), "127.0.0.1");
+    auto local = std::any_cast<SocketAddress>(transport->get_extra_info("sockname"));
+    EXPECT_EQ(local.host(), "127.0.0.1");
+    EXPECT_GE(std::any_cast<int>(transport->get_extra_info("socket")), 0);
+    EXPECT_FALSE(transport->get_extra_info("nonsense").has_value());
+    transport->close();
+    EXPECT_TRUE(transport->is_closing());
+    transport->write("ignored after close");  // no crash, no effect
+    co_await client->closed;
+    EXPECT_EQ(client->lost_error, nullptr);
+    server.close();
+    co_await server.wait_closed();
+    EXPECT_FALSE(server.is_serving());
+    EXPECT_EQ(server_side.size(), 1u);
+    EXPECT_TRUE(server_side[0]->got_eof);
+    EXPECT_TRUE(server_side[0]->lost);
+    EXPECT_EQ(server_side[0]->received, "hello world");
+  }());
+}
+
+// Reads nothing until told to: the other side's buffer fills up.
+class Stalled : public Protocol {
+ public:
+  void connection_made(std::shared_ptr<BaseTransport> t) override {
+    transport = std::static_pointer_cast<Transport>(t);
+    transport->pause_reading();
+  }
+  void data_received(std::string_view data) override { received += data.size(); }
+  std::shared_ptr<Transport> transport;
+  size_t received = 0;
+};
+
+TEST(TransportTest, WriteFlowControlPausesAndResumes) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::shared_ptr<Stalled> reader;
+    Server server = co_await create_server(
+        loop,
+        [&reader] {
+          reader = std::make_shared<Stalled>();
+          return reader;
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    transport->set_write_buffer_limits(1024 * 1024);
+    EXPECT_EQ(transport->get_write_buffer_limits(),
+              std::make_pair(size_t{256 * 1024}, size_t{1024 * 1024}));
+    EXPECT_THROW(transport->set_write_buffer_limits(10, 20), std::invalid_argument);
+    const std::string chunk(64 * 1024, 'x');
+    size_t written = 0;
+    while (client->pauses == 0) {
+      transport->write(chunk);
+      written += chunk.size();
+      EXPECT_LT(written, size_t{256} * 1024 * 1024) << "never paused";
+      if (written > size_t{256} * 1024 * 1024) break;
+    }
+    EXPECT_GE(transport->get_write_buffer_size(), size_t{1024 * 1024});
+    EXPECT_EQ(client->resumes, 0);
+    while (reader == nullptr) co_await sleep(0s);
+    reader->transport->resume_reading();
+    while (client->resumes == 0) co_await sleep(1ms);
+    EXPECT_LE(transport->get_write_buffer_size(), size_t{256 * 1024});
+    transport->close();
+    co_await client->closed;
+    while (reader->received < written) co_await sleep(1ms);
+    EXPECT_EQ(reader->received, written);
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(TransportTest, WriteEofHalfClose) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<EchoProtocol>> server_side;
+    Server server = co_await create_server(
+        loop,
+        [&server_side] {
+          server_side.push_back(std::make_shared<EchoProtocol>());
+          return server_side.back();
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    EXPECT_TRUE(transport->can_write_eof());
+    transport->write("last words");
+    transport->write_eof();
+    EXPECT_THROW(transport->write("more"), std::runtime_error);
+    // The server echoes, sees EOF and closes: we still read the echo.
+    co_await client->closed;
+    EXPECT_EQ(client->received, "last words");
+    EXPECT_TRUE(client->got_eof);
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(TransportTest, AbortDropsBufferedDataAndReportsCleanLoss) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::shared_ptr<Stalled> reader;
+    Server server = co_await create_server(
+        loop,
+        [&reader] {
+          reader = std::make_shared<Stalled>();
+          return reader;
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    const std::string chunk(1 << 20, 'y');
+    while (transport->get_write_buffer_size() == 0) transport->write(chunk);
+    transport->abort();
+    EXPECT_EQ(transport->get_write_buffer_size(), 0u);
+    co_await client->closed;
+    EXPECT_EQ(client->lost_error, nullptr);
+    // The server side never reads (paused), so it would never see the EOF:
+    // wait_closed() waits for it, as in asyncio 3.12.
+    while (reader == nullptr) co_await sleep(0s);
+    reader->transport->close();
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(TransportTest, ConnectionRefusedIsASystemError) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    // A port nobody listens on: bind one, then close it.
+    Server server = co_await create_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, "127.0.0.1", 0);
+    uint16_t port = port_of(server);
+    server.close();
+    co_await server.wait_closed();
+    bool refused = false;
+    try {
+      co_await create_connection(
+          loop, [] { return std::make_shared<EchoProtocol>(); }, "127.0.0.1", port);
+    } catch (const std::system_error& e) {
+      refused = e.code() == std::errc::connection_refused;
+      EXPECT_NE(std::string(e.what()).find("127.0.0.1:" + std::to_string(port)), std::string::npos);
+    }
+    EXPECT_TRUE(refused);
+  }());
+}
+
+TEST(TransportTest, PeerResetReachesConnectionLost) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<EchoProtocol>> server_side;
+    Server server = co_await create_server(
+        loop,
+        [&server_side] {
+          server_side.push_back(std::make_shared<EchoProtocol>());
+          return server_side.back();
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    transport->write("x");
+    co_await client->wait_for_bytes(1);
+    // Reset from the server side: SO_LINGER 0 then close sends RST.
+    int fd = std::any_cast<int>(server_side.at(0)->transport->get_extra_info("socket"));
+    linger lg{1, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    server_side[0]->transport->abort();
+    co_await client->closed;
+    // Either a reset error or a clean EOF-close, depending on timing; never a
+    // crash, and writes afterwards are ignored.
+    transport->write("after reset");
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(TransportTest, NameResolutionThroughTheSystemResolver) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    Server server = co_await create_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, "127.0.0.1", 0);
+    ConnectOptions options;
+    options.family = AF_INET;
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "localhost", port_of(server),
+        options);
+    transport->write("via name");
+    co_await client->wait_for_bytes(8);
+    EXPECT_EQ(client->received, "via name");
+    transport->close();
+    co_await client->closed;
+    bool failed = false;
+    try {
+      co_await create_connection(
+          loop, [] { return std::make_shared<EchoProtocol>(); }, "no-such-host.invalid", 80);
+    } catch (const GaiError& e) {
+      failed = true;
+      EXPECT_NE(e.code(), 0);
+    }
+    EXPECT_TRUE(failed);
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(TransportTest, UnixSocketServerRemovesItsFileOnClose) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    // Bazel's TEST_TMPDIR is longer than sun_path allows.
+    char dir[] = "/tmp/asyncio-unix-XXXXXX";
+    EXPECT_NE(::mkdtemp(dir), nullptr);
+    std::string path = std::string(dir) + "/echo.sock";
+    Server server = co_await create_unix_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, path);
+    struct stat st;
+    EXPECT_EQ(::stat(path.c_str(), &st), 0);
+    auto [transport, client] = co_await create_unix_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, path);
+    transport->write("over unix");
+    co_await client->wait_for_bytes(9);
+    EXPECT_EQ(client->received, "over unix");
+    transport->close();
+    co_await client->closed;
+    server.close();
+    co_await server.wait_closed();
+    EXPECT_NE(::stat(path.c_str(), &st), 0) << "socket file left behind";
+    bool refused = false;
+    try {
+      co_await create_unix_connection(
+          loop, [] { return std::make_shared<EchoProtocol>(); }, path);
+    } catch (const std::system_error& e) {
+      refused = e.code() == std::errc::no_such_file_or_directory;
+    }
+    EXPECT_TRUE(refused);
+    ::rmdir(dir);
+  }());
+}
+
+class UdpEcho : public DatagramProtocol {
+ public:
+  void connection_made(std::shared_ptr<BaseTransport> t) override {
+    transport = std::static_pointer_cast<DatagramTransport>(t);
+  }
+  void datagram_received(std::string_view data, const SocketAddress& from) override {
+    transport->sendto(data, from);
+  }
+  std::shared_ptr<DatagramTransport> transport;
+};
+
+class UdpClient : public DatagramProtocol {
+ public:
+  explicit UdpClient(EventLoop& loop) : got(create_future<std::string>(loop)) {}
+  void datagram_received(std::string_view data, const SocketAddress&) override {
+    if (!got.done()) got.set_result(std::string(data));
+  }
+  Future<std::string> got;
+};
+
+TEST(TransportTest, UdpEcho) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    DatagramOptions server_options;
+    server_options.local_addr = SocketAddress("127.0.0.1", 0);
+    auto [server_transport, server_protocol] = co_await create_datagram_endpoint(
+        loop, [] { return std::make_shared<UdpEcho>(); }, server_options);
+    auto server_addr = std::any_cast<SocketAddress>(server_transport->get_extra_info("sockname"));
+    DatagramOptions client_options;
+    client_options.remote_addr = server_addr;
+    auto [client_transport, client] = co_await create_datagram_endpoint(
+        loop, [&loop] { return std::make_shared<UdpClient>(loop); }, client_options);
+    client_transport->sendto("ping");
+    EXPECT_EQ(co_await wait_for(client->got, 5s), "ping");
+    EXPECT_THROW(client_transport->sendto("x", SocketAddress("127.0.0.1", 9)),
+                 std::invalid_argument);
+    client_transport->close();
+    server_transport->close();
+  }());
+}
+
+TEST(SockTest, RawSocketOperations) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    int listener = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    SocketAddress any("127.0.0.1", 0);
+    EXPECT_EQ(::bind(listener, any.sockaddr_ptr(), any.sockaddr_len()), 0);
+    EXPECT_EQ(::listen(listener, 8), 0);
+    sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    ::getsockname(listener, reinterpret_cast<sockaddr*>(&ss), &len);
+    SocketAddress bound = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+
+    int client = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    Task<std::pair<int, SocketAddress>> accepting = create_task(sock_accept(loop, listener));
+    co_await sock_connect(loop, client, bound);
+    auto [conn, peer] = co_await accepting;
+    EXPECT_EQ(peer.host(), "127.0.0.1");
+
+    std::string big(3 << 20, 'z');  // more than the socket buffers hold
+    Task<void> sending = create_task(sock_sendall(loop, client, big));
+    size_t got = 0;
+    std::string buf(1 << 16, '\0');
+    while (got < big.size()) got += co_await sock_recv_into(loop, conn, std::span<char>(buf));
+    co_await sending;
+    EXPECT_EQ(got, big.size());
+    co_await sock_sendall(loop, conn, "bye");
+    EXPECT_EQ(co_await sock_recv(loop, client, 100), "bye");
+
+    // sendfile from a temporary file, kernel path.
+    char name[] = "/tmp/asyncio-sendfile-XXXXXX";
+    int file = ::mkstemp(name);
+    ::unlink(name);
+    std::string content(100000, 'q');
+    EXPECT_EQ(::write(file, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+    size_t sent = co_await sock_sendfile(loop, client, file, 10, 5000);
+    EXPECT_EQ(sent, 5000u);
+    EXPECT_EQ(::lseek(file, 0, SEEK_CUR), 5010);
+    got = 0;
+    while (got < sent) got += co_await sock_recv_into(loop, conn, std::span<char>(buf));
+    EXPECT_EQ(got, sent);
+
+    // Cancelling a pending receive leaves the socket usable.
+    Task<std::string> pending = create_task(sock_recv(loop, conn, 10));
+    co_await sleep(1ms);
+    pending.cancel();
+    EXPECT_THROW(co_await pending, CancelledError);
+    co_await sock_sendall(loop, client, "again");
+    EXPECT_EQ(co_await sock_recv(loop, conn, 10), "again");
+
+    ::close(file);
+    ::close(client);
+    ::close(conn);
+    ::close(listener);
+  }());
+}
+
+TEST(TransportTest, SendfileOverATransport) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<EchoProtocol>> server_side;
+    Server server = co_await create_server(
+        loop,
+        [&server_side] {
+          server_side.push_back(std::make_shared<EchoProtocol>());
+          return server_side.back();
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    char name[] = "/tmp/asyncio-sendfile-XXXXXX";
+    int file = ::mkstemp(name);
+    ::unlink(name);
+    std::string content;
+    for (int i = 0; i < 50000; ++i) content += static_cast<char>('a' + i % 26);
+    EXPECT_EQ(::write(file, content.data(), content.size()), static_cast<ssize_t>(content.size()));
+    transport->write("head:");
+    size_t sent = co_await sendfile(loop, *transport, file);
+    EXPECT_EQ(sent, content.size());
+    co_await client->wait_for_bytes(5 + content.size());
+    EXPECT_EQ(client->received, "head:" + content);
+    ::close(file);
+    transport->close();
+    co_await client->closed;
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(ServerTest, ServeForeverCancelledClosesTheServer) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    ServerOptions options;
+    options.start_serving = false;
+    Server server = co_await create_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, "127.0.0.1", 0, options);
+    EXPECT_FALSE(server.is_serving());
+    auto serve = [](Server s) -> Coro<void> { co_await s.serve_forever(); };
+    Task<void> serving = create_task(serve(server));
+    co_await sleep(1ms);
+    EXPECT_TRUE(server.is_serving());
+    EXPECT_THROW(co_await server.serve_forever(), std::runtime_error);
+    serving.cancel();
+    EXPECT_THROW(co_await serving, CancelledError);
+    EXPECT_FALSE(server.is_serving());
+    EXPECT_TRUE(server.sockets().empty());
+  }());
+}
+
+TEST(ServerTest, EveryInterfaceAndReusePort) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    Server all = co_await create_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, "", 0);
+    EXPECT_GE(all.sockets().size(), 1u);
+    all.close();
+    co_await all.wait_closed();
+    ServerOptions options;
+    options.reuse_port = true;
+    Server a = co_await create_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, "127.0.0.1", 0, options);
+    Server b = co_await create_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, "127.0.0.1", port_of(a), options);
+    EXPECT_EQ(port_of(a), port_of(b));
+    a.close();
+    b.close();
+    co_await a.wait_closed();
+    co_await b.wait_closed();
+    bool in_use = false;
+    Server c = co_await create_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, "127.0.0.1", 0);
+    try {
+      co_await create_server(
+          loop, [] { return std::make_shared<EchoProtocol>(); }, "127.0.0.1", port_of(c));
+    } catch (const std::system_error& e) {
+      in_use = e.code() == std::errc::address_in_use;
+    }
+    EXPECT_TRUE(in_use);
+    c.close();
+    co_await c.wait_closed();
+  }());
+}
+
+// Reads into its own memory.
+class BufferedCollector : public BufferedProtocol {
+ public:
+  explicit BufferedCollector(EventLoop& loop) : closed(create_future<void>(loop)) {}
+  std::span<char> get_buffer(size_t) override { return std::span<char>(buf, sizeof(buf)); }
+  void buffer_updated(size_t n) override { received.append(buf, n); }
+  void connection_lost(std::exception_ptr) override { closed.set_result(); }
+  char buf[7];
+  std::string received;
+  Future<void> closed;
+};
+
+TEST(TransportTest, BufferedProtocolReadsIntoItsBuffer) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::shared_ptr<BufferedCollector> collector;
+    Server server = co_await create_server(
+        loop,
+        [&] {
+          collector = std::make_shared<BufferedCollector>(loop);
+          return collector;
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    transport->write("a message longer than seven bytes");
+    transport->close();
+    co_await client->closed;
+    while (collector == nullptr) co_await sleep(0s);
+    co_await collector->closed;
+    EXPECT_EQ(collector->received, "a message longer than seven bytes");
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+TEST(TransportTest, ConnectAcceptedSocket) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    int fds[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+    auto [transport, protocol] = co_await connect_accepted_socket(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, fds[0]);
+    EXPECT_EQ(::write(fds[1], "pair", 4), 4);
+    co_await protocol->wait_for_bytes(4);
+    EXPECT_EQ(protocol->received, "pair");
+    ::close(fds[1]);
+    co_await protocol->closed;
+    EXPECT_TRUE(protocol->got_eof);
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio
