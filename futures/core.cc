@@ -49,7 +49,7 @@ TaskCore& current_task_core_or_throw() {
 // FutureStateBase
 
 FutureStateBase::~FutureStateBase() {
-  report_unretrieved("Future exception was never retrieved", "");
+  if (log_traceback_) report_unretrieved("Future exception was never retrieved", "");
   // Callbacks of a future that never completed: nothing will fire them.
   while (callbacks_ != nullptr) {
     CallbackNode* n = callbacks_;
@@ -267,7 +267,8 @@ void GeneratorControl::close() noexcept {
 // TaskCore
 
 TaskCore::~TaskCore() {
-  if (is_task_) report_unretrieved("Task exception was never retrieved", name());
+  // Checked first: building the name on every task's destruction is costly.
+  if (is_task_ && log_traceback_) report_unretrieved("Task exception was never retrieved", name());
 }
 
 std::string FutureStateBase::description() const { return "Future"; }

@@ -253,7 +253,9 @@ EventLoop::EventLoop() {
     errno = saved;
     throw_errno("eventfd");
   }
-  watch_internal_fd(wake_fd_);
+  // Edge-triggered: each write wakes epoll once and the loop never has to
+  // read the counter back (a 64-bit counter does not overflow in practice).
+  watch_internal_fd(wake_fd_, EPOLLIN | EPOLLET);
   std::lock_guard<std::mutex> lock(g_live_loops_mu);
   live_loops().insert(this);
 }
@@ -373,7 +375,9 @@ void EventLoop::pop_due_timers() {
   const double end = time() + 1e-9;
   while (!timers_.empty()) {
     TimerEntry top = timers_.front();
-    if (!top.node->cancelled && top.when >= end) break;
+    // Not due: stop without touching the node (a cache miss); cancelled
+    // entries are dropped when they reach the head.
+    if (top.when >= end) break;
     std::pop_heap(timers_.begin(), timers_.end(), kTimerLater);
     timers_.pop_back();
     top.node->in_heap = false;
@@ -500,12 +504,7 @@ void EventLoop::poll_io(int64_t timeout_ns) {
   for (int i = 0; i < n; ++i) {
     const int fd = events[i].data.fd;
     const uint32_t ev = events[i].events;
-    if (fd == wake_fd_) {
-      uint64_t count;
-      ssize_t ignored = ::read(wake_fd_, &count, sizeof(count));
-      (void)ignored;
-      continue;
-    }
+    if (fd == wake_fd_) continue;  // drained right after polling
     if (fd == signal_read_fd_) {
       dispatch_signals();
       continue;
@@ -563,9 +562,9 @@ void EventLoop::update_interest(int fd, FdWatch& w) {
   w.registered_events = want;
 }
 
-void EventLoop::watch_internal_fd(int fd) {
+void EventLoop::watch_internal_fd(int fd, uint32_t events) {
   epoll_event ev{};
-  ev.events = EPOLLIN;
+  ev.events = events;
   ev.data.fd = fd;
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) < 0) throw_errno("epoll_ctl");
 }
@@ -642,7 +641,7 @@ void EventLoop::add_signal_handler(int sig, absl::AnyInvocable<void()> cb) {
     if (::pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) throw_errno("pipe2");
     signal_read_fd_ = fds[0];
     signal_write_fd_ = fds[1];
-    watch_internal_fd(signal_read_fd_);
+    watch_internal_fd(signal_read_fd_, EPOLLIN);
     ++user_watch_count_;  // the signal pipe must be polled even while busy
   }
   if (signal_handlers_.size() < static_cast<size_t>(kMaxSignal))
@@ -719,6 +718,9 @@ void EventLoop::close() {
   if (running_) throw std::runtime_error("Cannot close a running event loop");
   if (closed_.exchange(true)) return;
   discard_pending();
+  for (auto& ext : extensions_) {
+    if (ext) ext->on_close();
+  }
   for (size_t sig = 0; sig < signal_handlers_.size(); ++sig) {
     if (signal_handlers_[sig]) {
       signal_handlers_[sig] = nullptr;

@@ -97,6 +97,10 @@ class Executor {
 class LoopExtension {
  public:
   virtual ~LoopExtension() = default;
+  // Called by EventLoop::close() (on the thread closing the loop), after the
+  // pending callbacks are dropped and before the default executor is shut
+  // down: the place to fail what waits on this loop from other threads.
+  virtual void on_close() noexcept {}
 };
 
 // An IPv4, IPv6 or Unix socket address.
@@ -289,7 +293,7 @@ class EventLoop {
   void discard_pending();
   FdWatch& watch_for(int fd);
   void update_interest(int fd, FdWatch& w);
-  void watch_internal_fd(int fd);
+  void watch_internal_fd(int fd, uint32_t events);
   void dispatch_signals();
   void run_callback_node(loop_internal::CallbackNode* node);
   void report_callback_exception(std::exception_ptr exc);
