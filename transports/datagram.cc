@@ -17,7 +17,7 @@ constexpr size_t kMaxDatagram = 256 * 1024;
 
 bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
-class DatagramSocketTransport final : public DatagramTransport {
+class DatagramSocketTransport final : public DatagramTransport, public OpenTransport {
  public:
   DatagramSocketTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol,
                           std::optional<SocketAddress> remote)
@@ -37,6 +37,7 @@ class DatagramSocketTransport final : public DatagramTransport {
 
   void start(Future<void> waiter) {
     self_ = std::static_pointer_cast<DatagramSocketTransport>(shared_from_this());
+    register_open(loop_, this);
     loop_.call_soon([this] {
       if (protocol_) protocol_->connection_made(self_);
     });
@@ -104,6 +105,15 @@ class DatagramSocketTransport final : public DatagramTransport {
       loop_.add_writer(fd_, [this] { on_writable(); });
       writing_ = true;
     }
+  }
+
+  void on_loop_closed() override {
+    reading_ = writing_ = false;
+    closing_ = conn_lost_ = true;
+    queue_.clear();
+    queued_bytes_ = 0;
+    call_connection_lost(
+        os_error(ECONNABORTED, "the event loop was closed with the endpoint open"));
   }
 
  private:
@@ -189,6 +199,7 @@ class DatagramSocketTransport final : public DatagramTransport {
 
   void call_connection_lost(std::exception_ptr exc) {
     std::shared_ptr<DatagramSocketTransport> keep = std::move(self_);
+    unregister_open(loop_, this);
     try {
       if (protocol_) protocol_->connection_lost(exc);
     } catch (...) {

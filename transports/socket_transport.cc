@@ -11,6 +11,7 @@
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
+#include <unordered_set>
 
 #include "transports/internal/server_state.h"
 
@@ -85,6 +86,44 @@ Coro<void> wait_readable(EventLoop& loop, int fd) { return wait_fd(loop, fd, fal
 Coro<void> wait_writable(EventLoop& loop, int fd) { return wait_fd(loop, fd, true); }
 
 // ---------------------------------------------------------------------------
+// Transports still open when their loop goes.
+
+namespace {
+
+class OpenTransports final : public LoopExtension {
+ public:
+  ~OpenTransports() override {
+    while (!open_.empty()) {
+      OpenTransport* t = *open_.begin();
+      open_.erase(open_.begin());
+      t->on_loop_closed();
+    }
+  }
+  std::unordered_set<OpenTransport*> open_;
+};
+
+OpenTransports* open_transports(EventLoop& loop, bool create) {
+  static const int slot = EventLoop::new_extension_slot();
+  auto* ext = static_cast<OpenTransports*>(loop.extension(slot));
+  if (ext == nullptr && create) {
+    auto owned = std::make_unique<OpenTransports>();
+    ext = owned.get();
+    loop.set_extension(slot, std::move(owned));
+  }
+  return ext;
+}
+
+}  // namespace
+
+void register_open(EventLoop& loop, OpenTransport* transport) {
+  open_transports(loop, true)->open_.insert(transport);
+}
+
+void unregister_open(EventLoop& loop, OpenTransport* transport) {
+  if (OpenTransports* ext = open_transports(loop, false)) ext->open_.erase(transport);
+}
+
+// ---------------------------------------------------------------------------
 
 SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol,
                                  std::shared_ptr<ServerState> server)
@@ -115,6 +154,7 @@ void SocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
 
 void SocketTransport::start(std::optional<Future<void>> waiter) {
   self_ = std::static_pointer_cast<SocketTransport>(shared_from_this());
+  register_open(loop_, this);
   loop_.call_soon([this] {
     if (protocol_) protocol_->connection_made(self_);
   });
@@ -396,6 +436,18 @@ void SocketTransport::close() {
   }
 }
 
+void SocketTransport::on_loop_closed() {
+  // The loop is closed: nothing can be scheduled, so the teardown is
+  // immediate. Its watches are gone with the loop's.
+  reading_ = writer_registered_ = false;
+  closing_ = conn_lost_ = true;
+  buffer_.clear();
+  buffer_offset_ = 0;
+  flush_waiters_.clear();
+  call_connection_lost(
+      os_error(ECONNABORTED, "the event loop was closed with the connection open"));
+}
+
 void SocketTransport::fatal_error(std::exception_ptr exc, const char* message) {
   // Connection resets and the like are ordinary events: no report, as asyncio
   // (which only logs them in debug mode).
@@ -435,6 +487,7 @@ void SocketTransport::force_close(std::exception_ptr exc) {
 
 void SocketTransport::call_connection_lost(std::exception_ptr exc) {
   std::shared_ptr<SocketTransport> keep = std::move(self_);  // this may go with it
+  unregister_open(loop_, this);
   try {
     if (protocol_) protocol_->connection_lost(exc);
   } catch (...) {

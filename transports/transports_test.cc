@@ -588,3 +588,39 @@ TEST(TransportTest, ConnectAcceptedSocket) {
 
 }  // namespace
 }  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+TEST(TransportTest, ConnectionsOpenWhenTheLoopGoesAreTornDown) {
+  auto lost = std::make_shared<std::vector<int>>();
+  class Recorder : public Protocol {
+   public:
+    explicit Recorder(std::shared_ptr<std::vector<int>> l) : lost_(std::move(l)) {}
+    void connection_lost(std::exception_ptr exc) override {
+      int code = 0;
+      try {
+        if (exc) std::rethrow_exception(exc);
+      } catch (const std::system_error& e) {
+        code = e.code().value();
+      }
+      lost_->push_back(code);
+    }
+    std::shared_ptr<std::vector<int>> lost_;
+  };
+  {
+    auto loop = new_event_loop();
+    run_until_complete(
+        *loop, [](EventLoop& l, std::shared_ptr<std::vector<int>> rec) -> Coro<void> {
+          auto factory = [rec] { return std::make_shared<Recorder>(rec); };
+          Server server = co_await create_server(l, factory, "127.0.0.1", 0);
+          auto connecting = create_connection(l, factory, "127.0.0.1", port_of(server));
+          co_await std::move(connecting);
+          co_await sleep(1ms);  // the server side is connected too
+        }(*loop, lost));
+  }  // the loop goes with both ends open: no leak (ASan), both told
+  EXPECT_EQ(*lost, (std::vector<int>{ECONNABORTED, ECONNABORTED}));
+}
+
+}  // namespace
+}  // namespace asyncio

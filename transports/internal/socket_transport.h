@@ -48,7 +48,19 @@ Coro<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, uint16_t 
 
 struct ServerState;
 
-class SocketTransport final : public Transport {
+// A transport that is open. When its loop is destroyed with it still open,
+// on_loop_closed() tears it down: it closes the socket and delivers
+// connection_lost(ECONNABORTED), which breaks the reference cycles a
+// garbage collector would break in Python.
+class OpenTransport {
+ public:
+  virtual ~OpenTransport() = default;
+  virtual void on_loop_closed() = 0;
+};
+void register_open(EventLoop& loop, OpenTransport* transport);
+void unregister_open(EventLoop& loop, OpenTransport* transport);
+
+class SocketTransport final : public Transport, public OpenTransport {
  public:
   // Takes ownership of `fd` (connected, non-blocking).
   SocketTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol,
@@ -79,6 +91,8 @@ class SocketTransport final : public Transport {
                                std::optional<size_t> low = {}) override;
   std::pair<size_t, size_t> get_write_buffer_limits() const override { return {low_, high_}; }
   size_t get_write_buffer_size() const override { return buffer_.size() - buffer_offset_; }
+
+  void on_loop_closed() override;
 
   // For sendfile: the socket, and waiting until the write buffer is empty.
   int fd() const { return fd_; }

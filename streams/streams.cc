@@ -1,0 +1,414 @@
+#include "streams/streams.h"
+
+#include <cerrno>
+#include <system_error>
+
+namespace asyncio {
+
+IncompleteReadError::IncompleteReadError(std::string partial, std::optional<size_t> expected)
+    : std::runtime_error(std::to_string(partial.size()) + " bytes read on a total of " +
+                         (expected ? std::to_string(*expected) : std::string("undefined")) +
+                         " expected bytes"),
+      partial_(std::make_shared<const std::string>(std::move(partial))),
+      expected_(expected) {}
+
+namespace streams_internal {
+
+// The state of a StreamReader (asyncio's StreamReader attributes).
+struct ReaderState {
+  ReaderState(size_t l, EventLoop& lp) : limit(l), loop(lp) {}
+
+  size_t size() const { return buffer.size() - offset; }
+  std::string_view view() const { return std::string_view(buffer).substr(offset); }
+  // Removes and returns the first n buffered bytes.
+  std::string take(size_t n) {
+    std::string out = buffer.substr(offset, n);
+    consume(n);
+    return out;
+  }
+  void consume(size_t n) {
+    offset += n;
+    if (offset == buffer.size()) {
+      buffer.clear();
+      offset = 0;
+    } else if (offset > 4096 && offset * 2 > buffer.size()) {
+      buffer.erase(0, offset);
+      offset = 0;
+    }
+  }
+  void clear() {
+    buffer.clear();
+    offset = 0;
+  }
+  void wake_waiter() {
+    if (waiter && !waiter->done()) waiter->set_result();
+  }
+  void maybe_resume_transport() {
+    if (paused && size() <= limit) {
+      paused = false;
+      if (auto t = transport.lock()) t->resume_reading();
+    }
+  }
+  Coro<void> wait_for_data(const char* func_name);
+
+  size_t limit;
+  EventLoop& loop;
+  std::string buffer;  // unread data starts at `offset`
+  size_t offset = 0;
+  bool eof = false;
+  bool paused = false;
+  std::optional<Future<void>> waiter;
+  std::exception_ptr exception;
+  std::weak_ptr<Transport> transport;
+};
+
+namespace {
+struct ClearWaiter {
+  ReaderState& s;
+  ~ClearWaiter() { s.waiter.reset(); }
+};
+}  // namespace
+
+Coro<void> ReaderState::wait_for_data(const char* func_name) {
+  if (waiter) {
+    throw std::runtime_error(std::string(func_name) +
+                             "() called while another coroutine is already waiting for "
+                             "incoming data");
+  }
+  if (paused) {
+    paused = false;
+    if (auto t = transport.lock()) t->resume_reading();
+  }
+  waiter = create_future<void>(loop);
+  ClearWaiter clear{*this};
+  co_await *waiter;
+}
+
+}  // namespace streams_internal
+
+using streams_internal::ReaderState;
+
+// ---------------------------------------------------------------------------
+// StreamReader
+
+StreamReader::StreamReader() : StreamReader(kDefaultStreamLimit) {}
+
+StreamReader::StreamReader(size_t limit, EventLoop* loop)
+    : state_(std::make_shared<ReaderState>(limit, loop != nullptr ? *loop : get_event_loop())) {
+  if (limit == 0) throw std::invalid_argument("Limit cannot be <= 0");
+}
+
+bool StreamReader::at_eof() const { return state_->eof && state_->size() == 0; }
+std::exception_ptr StreamReader::exception() const { return state_->exception; }
+size_t StreamReader::limit() const { return state_->limit; }
+
+void StreamReader::set_exception(std::exception_ptr exc) {
+  state_->exception = exc;
+  if (state_->waiter && !state_->waiter->done()) state_->waiter->set_exception(exc);
+}
+
+void StreamReader::set_transport(std::shared_ptr<Transport> transport) {
+  state_->transport = transport;
+}
+
+void StreamReader::feed_data(std::string_view data) {
+  ReaderState& s = *state_;
+  if (data.empty()) return;
+  s.buffer.append(data);
+  s.wake_waiter();
+  if (!s.paused && s.size() > 2 * s.limit) {
+    if (auto t = s.transport.lock()) {
+      t->pause_reading();
+      s.paused = true;
+    }
+  }
+}
+
+void StreamReader::feed_eof() {
+  state_->eof = true;
+  state_->wake_waiter();
+}
+
+Coro<std::string> StreamReader::read(ssize_t n) {
+  std::shared_ptr<ReaderState> s = state_;
+  if (s->exception) std::rethrow_exception(s->exception);
+  if (n == 0) co_return std::string();
+  if (n < 0) {
+    std::string all;
+    while (true) {
+      std::string block = co_await read(static_cast<ssize_t>(s->limit));
+      if (block.empty()) break;
+      all += block;
+    }
+    co_return all;
+  }
+  if (s->size() == 0 && !s->eof) co_await s->wait_for_data("read");
+  std::string data = s->take(std::min(static_cast<size_t>(n), s->size()));
+  s->maybe_resume_transport();
+  co_return data;
+}
+
+Coro<std::string> StreamReader::readexactly(size_t n) {
+  std::shared_ptr<ReaderState> s = state_;
+  if (s->exception) std::rethrow_exception(s->exception);
+  if (n == 0) co_return std::string();
+  while (s->size() < n) {
+    if (s->eof) {
+      std::string partial = s->take(s->size());
+      throw IncompleteReadError(std::move(partial), n);
+    }
+    co_await s->wait_for_data("readexactly");
+  }
+  std::string data = s->take(n);
+  s->maybe_resume_transport();
+  co_return data;
+}
+
+Coro<std::string> StreamReader::readuntil(std::string_view separator) {
+  std::shared_ptr<ReaderState> s = state_;
+  const size_t seplen = separator.size();
+  if (seplen == 0) throw std::invalid_argument("Separator should be at least one-byte string");
+  if (s->exception) std::rethrow_exception(s->exception);
+  std::string sep(separator);  // the caller's view may not outlive a suspension
+  size_t offset = 0;
+  size_t isep;
+  while (true) {
+    const size_t buflen = s->size();
+    if (buflen - offset >= seplen) {
+      isep = s->view().find(sep, offset);
+      if (isep != std::string_view::npos) break;
+      offset = buflen + 1 - seplen;
+      if (offset > s->limit) {
+        throw LimitOverrunError("Separator is not found, and chunk exceed the limit", offset);
+      }
+    }
+    if (s->eof) {
+      std::string chunk = s->take(s->size());
+      throw IncompleteReadError(std::move(chunk), std::nullopt);
+    }
+    co_await s->wait_for_data("readuntil");
+  }
+  if (isep > s->limit) {
+    throw LimitOverrunError("Separator is found, but chunk is longer than limit", isep);
+  }
+  std::string chunk = s->take(isep + seplen);
+  s->maybe_resume_transport();
+  co_return chunk;
+}
+
+Coro<std::string> StreamReader::readline() {
+  std::shared_ptr<ReaderState> s = state_;
+  std::optional<std::string> partial;
+  std::optional<LimitOverrunError> overrun;
+  try {
+    co_return co_await readuntil("\n");
+  } catch (const IncompleteReadError& e) {
+    partial = e.partial();
+  } catch (const LimitOverrunError& e) {
+    overrun = e;
+  }
+  if (partial) co_return std::move(*partial);
+  // Drop the overlong line (through its '\n' if it is there), as asyncio.
+  if (s->view().substr(overrun->consumed()).starts_with('\n')) {
+    s->consume(overrun->consumed() + 1);
+  } else {
+    s->clear();
+  }
+  s->maybe_resume_transport();
+  throw *overrun;
+}
+
+// ---------------------------------------------------------------------------
+// StreamReaderProtocol
+
+namespace streams_internal {
+
+StreamReaderProtocol::StreamReaderProtocol(StreamReader reader, EventLoop& loop, ClientConnected cb)
+    : reader_(std::move(reader)),
+      loop_(loop),
+      client_connected_(std::move(cb)),
+      closed_(create_future<void>(loop)) {}
+
+void StreamReaderProtocol::connection_made(std::shared_ptr<BaseTransport> transport) {
+  auto stream = std::static_pointer_cast<Transport>(transport);
+  if (reader_) reader_->set_transport(stream);
+  if (!client_connected_) return;
+  StreamWriter writer(stream, shared_from_this(), reader_);
+  Task<void> task = create_task(loop_, client_connected_(*reader_, writer));
+  // A handler that fails (or is cancelled) closes its connection; a failure
+  // is reported, as asyncio does.
+  task.add_done_callback([stream, &loop = loop_](Future<void>& t) {
+    if (!t.cancelled()) {
+      if (std::exception_ptr exc = t.exception()) {
+        loop.call_exception_handler({"Unhandled exception in client_connected_cb", exc, "", ""});
+      }
+    }
+    stream->close();
+  });
+  task_ = task;
+}
+
+void StreamReaderProtocol::connection_lost(std::exception_ptr exc) {
+  if (reader_) {
+    if (exc) {
+      reader_->set_exception(exc);
+    } else {
+      reader_->feed_eof();
+    }
+  }
+  if (!closed_.done()) {
+    if (exc) {
+      closed_.set_exception(exc);
+      (void)closed_.exception();  // nobody has to await wait_closed()
+    } else {
+      closed_.set_result();
+    }
+  }
+  connection_lost_ = true;
+  // Wake drain() waiters: with the error, or to find the connection lost.
+  for (Future<void>& w : drain_waiters_) {
+    if (w.done()) continue;
+    if (exc) {
+      w.set_exception(exc);
+    } else {
+      w.set_result();
+    }
+  }
+  drain_waiters_.clear();
+  task_.reset();
+}
+
+void StreamReaderProtocol::data_received(std::string_view data) {
+  if (reader_) reader_->feed_data(data);
+}
+
+bool StreamReaderProtocol::eof_received() {
+  if (reader_) reader_->feed_eof();
+  return true;  // keep the write side open: the handler may still answer
+}
+
+void StreamReaderProtocol::resume_writing() {
+  paused_ = false;
+  for (Future<void>& w : drain_waiters_) {
+    if (!w.done()) w.set_result();
+  }
+  drain_waiters_.clear();
+}
+
+Coro<void> StreamReaderProtocol::drain_helper() {
+  if (connection_lost_)
+    throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
+  if (!paused_) co_return;
+  Future<void> waiter = create_future<void>(loop_);
+  drain_waiters_.push_back(waiter);
+  co_await waiter;
+}
+
+}  // namespace streams_internal
+
+// ---------------------------------------------------------------------------
+// StreamWriter
+
+StreamWriter::StreamWriter(std::shared_ptr<Transport> transport,
+                           std::shared_ptr<streams_internal::StreamReaderProtocol> protocol,
+                           std::optional<StreamReader> reader)
+    : transport_(std::move(transport)),
+      protocol_(std::move(protocol)),
+      reader_(std::move(reader)) {}
+
+Coro<void> StreamWriter::drain() {
+  if (reader_) {
+    if (std::exception_ptr exc = reader_->exception()) std::rethrow_exception(exc);
+  }
+  if (transport_->is_closing()) {
+    // Let connection_lost() run, so that a write-drain loop on a closed
+    // connection sees the error instead of spinning.
+    co_await sleep(std::chrono::seconds(0));
+  }
+  co_await protocol_->drain_helper();
+}
+
+Coro<void> StreamWriter::wait_closed() {
+  std::shared_ptr<streams_internal::StreamReaderProtocol> protocol = protocol_;
+  Future<void> closed = protocol->closed();
+  co_await closed;
+}
+
+// ---------------------------------------------------------------------------
+// Opening connections and servers
+
+namespace {
+
+using streams_internal::StreamReaderProtocol;
+
+Coro<std::pair<StreamReader, StreamWriter>> wrap(
+    EventLoop& loop, StreamReader reader, std::shared_ptr<StreamReaderProtocol> protocol,
+    Coro<std::pair<std::shared_ptr<Transport>, std::shared_ptr<StreamReaderProtocol>>> connect) {
+  (void)loop;
+  auto [transport, p] = co_await std::move(connect);
+  StreamWriter writer(transport, protocol, reader);
+  co_return std::make_pair(reader, writer);
+}
+
+ProtocolFactory stream_factory(EventLoop& loop, ClientConnected cb, size_t limit) {
+  return [&loop, cb = std::move(cb), limit]() -> std::shared_ptr<BaseProtocol> {
+    return std::make_shared<StreamReaderProtocol>(StreamReader(limit, &loop), loop, cb);
+  };
+}
+
+ServerOptions server_options(const StreamOptions& options) {
+  ServerOptions s;
+  s.family = options.family;
+  s.backlog = options.backlog;
+  s.reuse_address = options.reuse_address;
+  s.reuse_port = options.reuse_port;
+  s.start_serving = options.start_serving;
+  s.sock = options.sock;
+  return s;
+}
+
+}  // namespace
+
+Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, uint16_t port,
+                                                            StreamOptions options) {
+  EventLoop& loop = get_running_loop();
+  StreamReader reader(options.limit, &loop);
+  auto protocol = std::make_shared<StreamReaderProtocol>(reader, loop);
+  ConnectOptions connect;
+  connect.family = options.family;
+  connect.local_addr = options.local_addr;
+  connect.sock = options.sock;
+  // The factory and the connecting Coro are built in statements of their own:
+  // GCC 12 destroys a capturing lambda (or any aggregate temporary) written
+  // inside a co_await expression twice (GCC PR 99576).
+  auto factory = [protocol] { return protocol; };
+  auto connecting = create_connection(loop, factory, std::move(host), port, std::move(connect));
+  co_return co_await wrap(loop, reader, protocol, std::move(connecting));
+}
+
+Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path,
+                                                                 StreamOptions options) {
+  EventLoop& loop = get_running_loop();
+  StreamReader reader(options.limit, &loop);
+  auto protocol = std::make_shared<StreamReaderProtocol>(reader, loop);
+  auto factory = [protocol] { return protocol; };  // not inside co_await: see above
+  auto connecting = create_unix_connection(loop, factory, std::move(path));
+  co_return co_await wrap(loop, reader, protocol, std::move(connecting));
+}
+
+Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port,
+                          StreamOptions options) {
+  EventLoop& loop = get_running_loop();
+  ProtocolFactory factory = stream_factory(loop, std::move(cb), options.limit);
+  co_return co_await create_server(loop, std::move(factory), std::move(host), port,
+                                   server_options(options));
+}
+
+Coro<Server> start_unix_server(ClientConnected cb, std::string path, StreamOptions options) {
+  EventLoop& loop = get_running_loop();
+  ProtocolFactory factory = stream_factory(loop, std::move(cb), options.limit);
+  co_return co_await create_unix_server(loop, std::move(factory), std::move(path),
+                                        server_options(options));
+}
+
+}  // namespace asyncio

@@ -1,0 +1,179 @@
+// //streams: StreamReader and StreamWriter over transports, as asyncio's.
+//
+//   auto [reader, writer] = co_await asyncio::open_connection("127.0.0.1", 8888);
+//   writer.write("Hello World!");
+//   std::string data = co_await reader.read(100);
+//   writer.close();
+//   co_await writer.wait_closed();
+#pragma once
+
+#include <sys/types.h>
+
+#include <any>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "futures/futures.h"
+#include "loop/loop.h"
+#include "transports/transports.h"
+
+namespace asyncio {
+
+inline constexpr size_t kDefaultStreamLimit = 64 * 1024;
+
+// EOF came before the expected number of bytes (or the separator).
+class IncompleteReadError : public std::runtime_error {
+ public:
+  IncompleteReadError(std::string partial, std::optional<size_t> expected);
+  const std::string& partial() const noexcept { return *partial_; }
+  // nullopt: "until EOF" (readuntil).
+  std::optional<size_t> expected() const noexcept { return expected_; }
+
+ private:
+  std::shared_ptr<const std::string> partial_;
+  std::optional<size_t> expected_;
+};
+
+// The separator was not found within the limit. An invalid_argument, as
+// readline() raises ValueError for it in Python.
+class LimitOverrunError : public std::invalid_argument {
+ public:
+  LimitOverrunError(const std::string& message, size_t consumed)
+      : std::invalid_argument(message), consumed_(consumed) {}
+  // How many bytes to consume to get past the overrun.
+  size_t consumed() const noexcept { return consumed_; }
+
+ private:
+  size_t consumed_;
+};
+
+namespace streams_internal {
+struct ReaderState;
+class StreamReaderProtocol;
+}  // namespace streams_internal
+
+// The reading half: a copyable handle.
+class StreamReader {
+ public:
+  // Standalone, limit 64 KiB, on the running loop (or this thread's loop).
+  StreamReader();
+  explicit StreamReader(size_t limit, EventLoop* loop = nullptr);
+
+  // Up to n bytes; n < 0: everything until EOF. Empty at EOF.
+  Coro<std::string> read(ssize_t n = -1);
+  // Exactly n bytes, or IncompleteReadError with what there was.
+  Coro<std::string> readexactly(size_t n);
+  // One line with its '\n'; at EOF, what is left (possibly empty). A line
+  // longer than the limit throws LimitOverrunError (the data is dropped).
+  Coro<std::string> readline();
+  // Up to and including `separator`; LimitOverrunError past the limit (the
+  // data stays), IncompleteReadError at EOF.
+  Coro<std::string> readuntil(std::string_view separator = "\n");
+
+  bool at_eof() const;
+  void feed_data(std::string_view data);
+  void feed_eof();
+  std::exception_ptr exception() const;
+  void set_exception(std::exception_ptr exc);
+  void set_transport(std::shared_ptr<Transport> transport);
+  size_t limit() const;
+
+ private:
+  friend class streams_internal::StreamReaderProtocol;
+  explicit StreamReader(std::shared_ptr<streams_internal::ReaderState> state)
+      : state_(std::move(state)) {}
+  std::shared_ptr<streams_internal::ReaderState> state_;
+};
+
+// The writing half: a copyable handle.
+class StreamWriter {
+ public:
+  StreamWriter(std::shared_ptr<Transport> transport,
+               std::shared_ptr<streams_internal::StreamReaderProtocol> protocol,
+               std::optional<StreamReader> reader);
+
+  void write(std::string_view data) { transport_->write(data); }
+  void writelines(const std::vector<std::string>& data) { transport_->writelines(data); }
+  // Waits until the transport's buffer is below the low watermark; throws the
+  // reader's or the connection's error.
+  Coro<void> drain();
+  bool can_write_eof() const { return transport_->can_write_eof(); }
+  void write_eof() { transport_->write_eof(); }
+  void close() { transport_->close(); }
+  bool is_closing() const { return transport_->is_closing(); }
+  // Waits until the connection is closed; throws its error, if any.
+  Coro<void> wait_closed();
+  std::any get_extra_info(std::string_view name) const { return transport_->get_extra_info(name); }
+  Transport& transport() const { return *transport_; }
+
+ private:
+  std::shared_ptr<Transport> transport_;
+  std::shared_ptr<streams_internal::StreamReaderProtocol> protocol_;
+  std::optional<StreamReader> reader_;
+};
+
+// The options of the stream functions: the limit, and those of the
+// connection or the server underneath.
+struct StreamOptions {
+  size_t limit = kDefaultStreamLimit;
+  int family = 0;
+  std::optional<SocketAddress> local_addr;  // open_connection
+  int sock = -1;
+  int backlog = 100;  // start_server
+  bool reuse_address = true;
+  bool reuse_port = false;
+  bool start_serving = true;
+};
+
+using ClientConnected = std::function<Coro<void>(StreamReader, StreamWriter)>;
+
+Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, uint16_t port,
+                                                            StreamOptions options = {});
+// `cb` runs as a task for each client; an exception it throws is reported
+// and closes that connection.
+Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port,
+                          StreamOptions options = {});
+Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path,
+                                                                 StreamOptions options = {});
+Coro<Server> start_unix_server(ClientConnected cb, std::string path, StreamOptions options = {});
+
+namespace streams_internal {
+
+// Feeds a StreamReader from a transport and gives StreamWriter its flow
+// control (asyncio's StreamReaderProtocol with FlowControlMixin).
+class StreamReaderProtocol final : public Protocol,
+                                   public std::enable_shared_from_this<StreamReaderProtocol> {
+ public:
+  StreamReaderProtocol(StreamReader reader, EventLoop& loop, ClientConnected cb = nullptr);
+
+  void connection_made(std::shared_ptr<BaseTransport> transport) override;
+  void connection_lost(std::exception_ptr exc) override;
+  void data_received(std::string_view data) override;
+  bool eof_received() override;
+  void pause_writing() override { paused_ = true; }
+  void resume_writing() override;
+
+  Coro<void> drain_helper();
+  Future<void>& closed() { return closed_; }
+
+ private:
+  std::optional<StreamReader> reader_;
+  EventLoop& loop_;
+  ClientConnected client_connected_;
+  std::optional<Task<void>> task_;  // the client_connected_cb task
+  Future<void> closed_;
+  std::vector<Future<void>> drain_waiters_;
+  bool paused_ = false;
+  bool connection_lost_ = false;
+};
+
+}  // namespace streams_internal
+}  // namespace asyncio
