@@ -624,3 +624,57 @@ TEST(TransportTest, ConnectionsOpenWhenTheLoopGoesAreTornDown) {
 
 }  // namespace
 }  // namespace asyncio
+
+#include <sys/resource.h>
+
+namespace asyncio {
+namespace {
+
+// The number the next descriptor would get.
+int lowest_free_fd() {
+  int fd = ::dup(0);
+  ::close(fd);
+  return fd;
+}
+
+TEST(ServerTest, OutOfDescriptorsPausesAcceptingThenCarriesOn) {
+  rlimit original;
+  ::getrlimit(RLIMIT_NOFILE, &original);
+  std::vector<std::string> reports;
+  run([](rlimit original, std::vector<std::string>& reports) -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    Future<void> reported = create_future<void>(loop);
+    loop.set_exception_handler([&](EventLoop&, const ExceptionContext& ctx) {
+      reports.push_back(ctx.message);
+      ::setrlimit(RLIMIT_NOFILE, &original);  // descriptors are available again
+      if (!reported.done()) reported.set_result();
+    });
+    auto echo = [] { return std::make_shared<EchoProtocol>(); };
+    ServerOptions options;
+    options.start_serving = false;  // the client waits in the backlog
+    Server server = co_await create_server(loop, echo, "127.0.0.1", 0, options);
+    // A client socket, connected by the kernel before the server accepts.
+    int client = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    SocketAddress addr("127.0.0.1", port_of(server));
+    co_await sock_connect(loop, client, addr);
+    rlimit tight = original;
+    tight.rlim_cur = static_cast<rlim_t>(lowest_free_fd());  // no room for accept
+    ::setrlimit(RLIMIT_NOFILE, &tight);
+    co_await server.start_serving();
+    co_await wait_for(reported, 5s);
+    EXPECT_FALSE(server.is_serving()) << "accepting pauses for a moment";
+    // After the pause the server accepts the waiting client and echoes.
+    co_await sock_sendall(loop, client, "still there?");
+    EXPECT_EQ(co_await wait_for(sock_recv(loop, client, 100), 5s), "still there?");
+    EXPECT_TRUE(server.is_serving());
+    ::close(client);
+    server.close();
+    co_await server.wait_closed();
+  }(original, reports));
+  ::setrlimit(RLIMIT_NOFILE, &original);
+  ASSERT_FALSE(reports.empty());
+  EXPECT_EQ(reports[0], "socket.accept() out of system resource");
+}
+
+}  // namespace
+}  // namespace asyncio
