@@ -22,19 +22,26 @@ struct ReaderState {
   std::string_view view() const { return std::string_view(buffer).substr(offset); }
   // Removes and returns the first n buffered bytes.
   std::string take(size_t n) {
+    if (offset == 0 && n == buffer.size()) return std::exchange(buffer, std::string());
     std::string out = buffer.substr(offset, n);
     consume(n);
     return out;
   }
+  // Unread data is moved to the front only when more arrives (see append),
+  // so a partial read does not shift the rest.
   void consume(size_t n) {
     offset += n;
     if (offset == buffer.size()) {
       buffer.clear();
       offset = 0;
-    } else if (offset > 4096 && offset * 2 > buffer.size()) {
+    }
+  }
+  void append(std::string_view data) {
+    if (offset > 0 && offset * 2 >= buffer.size()) {
       buffer.erase(0, offset);
       offset = 0;
     }
+    buffer.append(data);
   }
   void clear() {
     buffer.clear();
@@ -114,7 +121,7 @@ void StreamReader::set_transport(std::shared_ptr<Transport> transport) {
 void StreamReader::feed_data(std::string_view data) {
   ReaderState& s = *state_;
   if (data.empty()) return;
-  s.buffer.append(data);
+  s.append(data);
   s.wake_waiter();
   if (!s.paused && s.size() > 2 * s.limit) {
     if (auto t = s.transport.lock()) {

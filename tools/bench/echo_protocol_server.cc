@@ -1,0 +1,53 @@
+// Echo server on our Protocol API: data_received -> transport->write(data).
+//
+//   echo_protocol_server [port]    # port 0 (default): any free port
+//
+// Prints the port it listens on (127.0.0.1) as stdout's first line, then
+// serves until killed. Used by echo_compare.sh.
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string_view>
+
+#include "futures/futures.h"
+#include "loop/loop.h"
+#include "transports/transports.h"
+
+namespace {
+
+class EchoProtocol final : public asyncio::Protocol {
+ public:
+  void connection_made(std::shared_ptr<asyncio::BaseTransport> transport) override {
+    transport_ = std::static_pointer_cast<asyncio::Transport>(transport);
+  }
+  void connection_lost(std::exception_ptr exc) override {
+    (void)exc;
+    transport_.reset();
+  }
+  void data_received(std::string_view data) override { transport_->write(data); }
+
+ private:
+  std::shared_ptr<asyncio::Transport> transport_;
+};
+
+asyncio::Coro<void> Serve(uint16_t port) {
+  asyncio::EventLoop& loop = asyncio::get_running_loop();
+  // Built outside the co_await expression (GCC 12, see streams.cc).
+  asyncio::ProtocolFactory factory = [] { return std::make_shared<EchoProtocol>(); };
+  asyncio::Server server = co_await asyncio::create_server(loop, factory, "127.0.0.1", port);
+  std::printf("%u\n", static_cast<unsigned>(server.sockets().at(0).getsockname().port()));
+  std::fflush(stdout);
+  co_await server.serve_forever();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int port = argc > 1 ? std::atoi(argv[1]) : 0;
+  if (port < 0 || port > 65535) {
+    std::fprintf(stderr, "usage: %s [port]\n", argv[0]);
+    return 2;
+  }
+  asyncio::run(Serve(static_cast<uint16_t>(port)));
+  return 0;
+}

@@ -1,0 +1,56 @@
+// Echo server on our streams: read(65536) -> write -> drain, until EOF.
+//
+//   echo_streams_server [port [read_size]]   # port 0 (default): any free port
+//
+// read_size (default 65536, as the Python server) is what each read() asks
+// for: a message longer than it is echoed in several writes.
+//
+// Prints the port it listens on (127.0.0.1) as stdout's first line, then
+// serves until killed. Used by echo_compare.sh.
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <system_error>
+
+#include "futures/futures.h"
+#include "loop/loop.h"
+#include "streams/streams.h"
+
+namespace {
+
+ssize_t read_size = 65536;
+
+asyncio::Coro<void> Echo(asyncio::StreamReader reader, asyncio::StreamWriter writer) {
+  try {
+    while (true) {
+      std::string data = co_await reader.read(read_size);
+      if (data.empty()) break;
+      writer.write(data);
+      co_await writer.drain();
+    }
+  } catch (const std::system_error&) {
+    // A reset connection, as the Python server's ConnectionError: not news.
+  }
+  writer.close();
+}
+
+asyncio::Coro<void> Serve(uint16_t port) {
+  asyncio::ClientConnected cb = Echo;  // not inside co_await (GCC 12)
+  asyncio::Server server = co_await asyncio::start_server(cb, "127.0.0.1", port);
+  std::printf("%u\n", static_cast<unsigned>(server.sockets().at(0).getsockname().port()));
+  std::fflush(stdout);
+  co_await server.serve_forever();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const int port = argc > 1 ? std::atoi(argv[1]) : 0;
+  if (argc > 2) read_size = std::atol(argv[2]);
+  if (port < 0 || port > 65535 || read_size <= 0) {
+    std::fprintf(stderr, "usage: %s [port [read_size]]\n", argv[0]);
+    return 2;
+  }
+  asyncio::run(Serve(static_cast<uint16_t>(port)));
+  return 0;
+}
