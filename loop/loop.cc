@@ -19,6 +19,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
+#include <thread>
 #include <typeinfo>
 #include <unordered_set>
 
@@ -269,6 +270,9 @@ EventLoop::~EventLoop() {
   // is still a valid object they may talk to.
   for (int i = kMaxExtensions - 1; i >= 0; --i) extensions_[i].reset();
   discard_pending();  // anything an extension's teardown scheduled
+  // A thread whose call_soon_threadsafe led here may not have returned yet
+  // (it writes wake_fd_ after pushing its node).
+  while (remote_posters_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   ::close(wake_fd_);
   if (t_event_loop == this) t_event_loop = nullptr;
   std::lock_guard<std::mutex> lock(g_live_loops_mu);
@@ -309,6 +313,16 @@ Handle EventLoop::call_soon(absl::AnyInvocable<void()> cb) {
 }
 
 Handle EventLoop::call_soon_threadsafe(absl::AnyInvocable<void()> cb) {
+  // The callback may end the loop's life (stop it, and its thread destroys
+  // it) before this call returns: the destructor waits for in-flight callers
+  // before closing the wake-up descriptor.
+  struct InFlight {
+    std::atomic<int>& n;
+    explicit InFlight(std::atomic<int>& count) : n(count) {
+      n.fetch_add(1, std::memory_order_relaxed);
+    }
+    ~InFlight() { n.fetch_sub(1, std::memory_order_release); }
+  } in_flight(remote_posters_);
   check_open();
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/true);
   CallbackNode* head = remote_head_.load(std::memory_order_relaxed);

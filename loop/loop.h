@@ -304,6 +304,7 @@ class EventLoop {
   Runnable* ready_tail_ = nullptr;
   // Lock-free stack of nodes pushed by other threads.
   std::atomic<loop_internal::CallbackNode*> remote_head_{nullptr};
+  std::atomic<int> remote_posters_{0};  // threads inside call_soon_threadsafe
 
   std::vector<TimerEntry> timers_;  // min-heap on (when, seq)
   uint64_t timer_seq_ = 0;
