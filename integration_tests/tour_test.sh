@@ -6,7 +6,10 @@
 # Wall-clock output is checked with patterns, then normalized: "started at" /
 # "finished at" times become HH:MM:SS, and the run of display_date lines
 # (datetime.now(), every 0.1 s for 0.5 s) must hold 3 to 5 increasing
-# timestamps and becomes one placeholder line. The rest must match exactly.
+# timestamps and becomes one placeholder line. The hex of random bytes from
+# /dev/urandom (run_in_executor's blocking_io) becomes a placeholder, and so
+# do the port numbers of the network examples. The rest
+# must match exactly.
 # stderr must be empty, except for debug mode's slow-callback reports, which
 # a loaded machine can trigger.
 set -euo pipefail
@@ -59,6 +62,11 @@ awk '
   }
   { flush_dates() }
   /^(started|finished) at [0-9][0-9]:[0-9][0-9]:[0-9][0-9]$/ { print $1 " at HH:MM:SS"; next }
+  /^(default|custom) thread pool 100 bytes: [0-9a-f]+\.\.\.$/ {
+    if (length($NF) == 19) { print $1 " " $2 " " $3 " 100 bytes: <8 random bytes in hex>..."; next }
+  }
+  # Ports are whatever the kernel picked (\047 is a quote).
+  { gsub(/\(\047127\.0\.0\.1\047, [0-9]+\)/, "(\047127.0.0.1\047, <port>)") }
   { print }
   END { flush_dates() }
 ' "$out" >"$normalized"

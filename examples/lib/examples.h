@@ -31,6 +31,23 @@ void run_wait_example();
 void run_shield_example();
 // 4.(8) as_completed: results in completion order.
 void run_as_completed_example();
+// 2.2 The TCP echo server and client, in one run.
+void run_echo_tcp();
+// 3.6 start_server + serve_forever, cancelled after one client.
+void run_serve_forever_example();
+// getaddrinfo("localhost") and getnameinfo with c-ares on the loop (//dns).
+void run_resolve_localhost();
+// 3.4.8 run_in_executor: the default pool, a custom thread pool and a
+// process pool (cpu_bound).
+void run_run_in_executor_pools();
+// 4.(9) run_coroutine_threadsafe from a plain thread: a result, a timeout
+// that cancels the task, an exception.
+void run_run_coroutine_threadsafe_example();
+// The gRPC bridge demo (//examples/grpc): a gRPC server with asyncio
+// coroutine handlers and an asyncio client, on loopback.
+void run_grpc_demo();
+// 2.3 create_subprocess_shell + communicate: `ls /pythonfiles`, `echo hello`.
+void run_subprocess_examples();
 
 // All of the above, in that order, each under a "== ... ==" header.
 void run_tour();

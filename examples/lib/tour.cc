@@ -24,6 +24,13 @@ constexpr Example kExamples[] = {
     {"4. wait", &run_wait_example},
     {"4. shield", &run_shield_example},
     {"4. as_completed", &run_as_completed_example},
+    {"2.2 TCP echo client and server", &run_echo_tcp},
+    {"3.6 serve_forever", &run_serve_forever_example},
+    {"dns: getaddrinfo(localhost) with c-ares", &run_resolve_localhost},
+    {"3.4.8 run_in_executor: three pools", &run_run_in_executor_pools},
+    {"4. run_coroutine_threadsafe", &run_run_coroutine_threadsafe_example},
+    {"gRPC bridge: asyncio server and client", &run_grpc_demo},
+    {"2.3 create_subprocess_shell", &run_subprocess_examples},
 };
 
 }  // namespace
