@@ -3,7 +3,12 @@
 // target only; this is for programs that want it all.
 #pragma once
 
+#include "dns/dns.h"
+#include "executors/executors.h"
 #include "futures/futures.h"
 #include "loop/loop.h"
 #include "queues/queues.h"
+#include "streams/streams.h"
+#include "subprocess/subprocess.h"
 #include "sync/sync.h"
+#include "transports/transports.h"
