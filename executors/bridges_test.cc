@@ -250,20 +250,29 @@ Coro<void> to_thread_main() {
   } catch (const CustomError& e) {
     EXPECT_STREQ(e.what(), "in to_thread");
   }
-  // Several at once, not blocking the loop.
-  std::vector<Coro<int>> calls;
-  for (int i = 0; i < 8; ++i) {
-    calls.push_back(to_thread(
-        [](int x) {
-          std::this_thread::sleep_for(20ms);
-          return x;
-        },
-        i));
+  // Several at once, not blocking the loop: four jobs that each wait for all
+  // four to have started only finish if they run concurrently.
+  auto arrived = std::make_shared<std::atomic<int>>(0);
+  std::vector<Coro<bool>> calls;
+  for (int i = 0; i < 4; ++i) {
+    calls.push_back(to_thread([arrived] {
+      arrived->fetch_add(1);
+      auto deadline = std::chrono::steady_clock::now() + 10s;
+      while (arrived->load() < 4 && std::chrono::steady_clock::now() < deadline) {
+        std::this_thread::sleep_for(100us);
+      }
+      return arrived->load() == 4;
+    }));
   }
-  auto start = std::chrono::steady_clock::now();
-  std::vector<int> results = co_await gather(std::move(calls));
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 150ms);
-  EXPECT_EQ(results, (std::vector<int>{0, 1, 2, 3, 4, 5, 6, 7}));
+  bool ticked = false;
+  asyncio::Task<void> ticker = create_task([](bool* t) -> Coro<void> {
+    co_await sleep(1ms);
+    *t = true;
+  }(&ticked));
+  std::vector<bool> results = co_await gather(std::move(calls));
+  co_await ticker;
+  EXPECT_TRUE(ticked);
+  EXPECT_EQ(results, (std::vector<bool>{true, true, true, true}));
 }
 
 TEST(ToThreadTest, RunsOffTheLoopThread) { run(to_thread_main()); }
