@@ -144,11 +144,6 @@ Coro<std::vector<AddrInfo>> resolve_with(EventLoop& loop, std::shared_ptr<NameRe
   co_return co_await result;
 }
 
-void set_nodelay(int fd) {
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
 void set_nonblocking(int fd) {
   int flags = ::fcntl(fd, F_GETFL);
   if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw_os_error(errno, "fcntl");
@@ -184,8 +179,6 @@ Coro<std::shared_ptr<Transport>> wrap_socket(EventLoop& loop, ProtocolFactory& f
   }
   co_return transport;
 }
-
-bool is_ip_family(int family) { return family == AF_INET || family == AF_INET6; }
 
 }  // namespace
 
@@ -250,12 +243,7 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
     }
     if (sock.get() < 0) throw_os_error(first_error, "Connect call failed (" + failures + ")");
   }
-  sockaddr_storage ss;
-  socklen_t len = sizeof(ss);
-  if (::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&ss), &len) == 0 &&
-      is_ip_family(ss.ss_family)) {
-    set_nodelay(sock.get());
-  }
+  set_nodelay_if_tcp(sock.get());
   co_return co_await wrap_socket(loop, factory, sock);
 }
 
@@ -273,12 +261,7 @@ Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, Protoc
                                                          int sock) {
   FdGuard guard(sock);
   set_nonblocking(sock);
-  sockaddr_storage ss;
-  socklen_t len = sizeof(ss);
-  if (::getsockname(sock, reinterpret_cast<sockaddr*>(&ss), &len) == 0 &&
-      is_ip_family(ss.ss_family)) {
-    set_nodelay(sock);
-  }
+  set_nodelay_if_tcp(sock);
   co_return co_await wrap_socket(loop, factory, guard);
 }
 

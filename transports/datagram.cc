@@ -15,8 +15,6 @@ namespace {
 
 constexpr size_t kMaxDatagram = 256 * 1024;
 
-bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
-
 class DatagramSocketTransport final : public DatagramTransport, public OpenTransport {
  public:
   DatagramSocketTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol,
@@ -200,12 +198,7 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   void call_connection_lost(std::exception_ptr exc) {
     std::shared_ptr<DatagramSocketTransport> keep = std::move(self_);
     unregister_open(loop_, this);
-    try {
-      if (protocol_) protocol_->connection_lost(exc);
-    } catch (...) {
-      loop_.call_exception_handler(
-          {"protocol.connection_lost() failed", std::current_exception(), "", ""});
-    }
+    deliver_connection_lost(loop_, protocol_.get(), exc);
     ::close(fd_);
     fd_ = -1;
     protocol_.reset();

@@ -20,18 +20,6 @@ namespace {
 
 constexpr double kAcceptRetryDelay = 1.0;  // seconds, as asyncio's
 
-void set_nodelay(int fd) {
-  int one = 1;
-  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-bool is_tcp(int fd) {
-  sockaddr_storage ss;
-  socklen_t len = sizeof(ss);
-  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
-  return ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
-}
-
 }  // namespace
 
 ServerState::~ServerState() {
@@ -84,7 +72,7 @@ void ServerState::accept_ready(int listen_fd) {
 
 void ServerState::accept_connection(int fd) {
   FdGuard guard(fd);
-  if (is_tcp(fd)) set_nodelay(fd);
+  set_nodelay_if_tcp(fd);
   std::shared_ptr<BaseProtocol> protocol;
   try {
     protocol = factory();

@@ -15,10 +15,9 @@ namespace asyncio {
 using transports_internal::throw_os_error;
 using transports_internal::wait_readable;
 using transports_internal::wait_writable;
+using transports_internal::would_block;
 
 namespace {
-
-bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
 constexpr size_t kSendfileChunk = 1 << 30;     // per sendfile(2) call
 constexpr size_t kFallbackChunk = 256 * 1024;  // per read/write round

@@ -26,9 +26,26 @@ char* read_buffer() {
   return buffer.get();
 }
 
-bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
-
 }  // namespace
+
+void set_nodelay_if_tcp(int fd) {
+  sockaddr_storage ss;
+  socklen_t len = sizeof(ss);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return;
+  if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6) return;
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+void deliver_connection_lost(EventLoop& loop, BaseProtocol* protocol, std::exception_ptr exc) {
+  if (protocol == nullptr) return;
+  try {
+    protocol->connection_lost(exc);
+  } catch (...) {
+    loop.call_exception_handler(
+        {"protocol.connection_lost() failed", std::current_exception(), "", ""});
+  }
+}
 
 std::exception_ptr os_error(int err, const std::string& what) {
   return std::make_exception_ptr(std::system_error(err, std::generic_category(), what));
@@ -488,12 +505,7 @@ void SocketTransport::force_close(std::exception_ptr exc) {
 void SocketTransport::call_connection_lost(std::exception_ptr exc) {
   std::shared_ptr<SocketTransport> keep = std::move(self_);  // this may go with it
   unregister_open(loop_, this);
-  try {
-    if (protocol_) protocol_->connection_lost(exc);
-  } catch (...) {
-    loop_.call_exception_handler(
-        {"protocol.connection_lost() failed", std::current_exception(), "", ""});
-  }
+  deliver_connection_lost(loop_, protocol_.get(), exc);
   ::close(fd_);
   fd_ = -1;
   protocol_.reset();

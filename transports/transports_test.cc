@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -116,7 +117,12 @@ TEST(TransportTest, TcpEchoThroughProtocols) {
     EXPECT_EQ(peer.host(), "127.0.0.1");
     auto local = std::any_cast<SocketAddress>(transport->get_extra_info("sockname"));
     EXPECT_EQ(local.host(), "127.0.0.1");
-    EXPECT_GE(std::any_cast<int>(transport->get_extra_info("socket")), 0);
+    int fd = std::any_cast<int>(transport->get_extra_info("socket"));
+    EXPECT_GE(fd, 0);
+    int nodelay = 0;
+    socklen_t optlen = sizeof(nodelay);
+    EXPECT_EQ(::getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &nodelay, &optlen), 0);
+    EXPECT_NE(nodelay, 0) << "TCP_NODELAY is on by default, as in asyncio";
     EXPECT_FALSE(transport->get_extra_info("nonsense").has_value());
     transport->close();
     EXPECT_TRUE(transport->is_closing());

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <any>
+#include <cerrno>
 #include <cstddef>
 #include <exception>
 #include <memory>
@@ -16,6 +17,17 @@
 #include "transports/transports.h"
 
 namespace asyncio::transports_internal {
+
+// A non-blocking call that would have blocked (or was interrupted): retry
+// after the next readiness event.
+inline bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+
+// TCP_NODELAY on, as asyncio does, when fd is an IPv4 or IPv6 socket.
+void set_nodelay_if_tcp(int fd);
+
+// Calls protocol->connection_lost(exc); an exception it throws goes to the
+// loop's exception handler.
+void deliver_connection_lost(EventLoop& loop, BaseProtocol* protocol, std::exception_ptr exc);
 
 // std::system_error for `err`, with `what` saying what failed.
 std::exception_ptr os_error(int err, const std::string& what);
