@@ -583,61 +583,46 @@ void EventLoop::watch_internal_fd(int fd, uint32_t events) {
   if (::epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) < 0) throw_errno("epoll_ctl");
 }
 
+// One implementation for both sides of a descriptor's watch.
+void EventLoop::add_watch(int fd, bool writer, absl::AnyInvocable<void()> cb) {
+  check_open();
+  FdWatch& w = watch_for(fd);
+  FdWatch::Side& side = writer ? w.writer : w.reader;
+  const bool was_active = side.active;
+  side.active = true;
+  try {
+    update_interest(fd, w);
+  } catch (...) {
+    side.active = was_active;
+    throw;
+  }
+  side.cb = std::move(cb);
+  ++side.generation;
+}
+
+bool EventLoop::remove_watch(int fd, bool writer) {
+  if (closed_.load() || fd < 0 || static_cast<size_t>(fd) >= fd_watches_.size() ||
+      !fd_watches_[fd]) {
+    return false;
+  }
+  FdWatch& w = *fd_watches_[fd];
+  FdWatch::Side& side = writer ? w.writer : w.reader;
+  if (!side.active) return false;
+  side.active = false;
+  side.cb = nullptr;
+  ++side.generation;
+  update_interest(fd, w);
+  return true;
+}
+
 void EventLoop::add_reader(int fd, absl::AnyInvocable<void()> cb) {
-  check_open();
-  FdWatch& w = watch_for(fd);
-  const bool was_active = w.reader.active;
-  w.reader.active = true;
-  try {
-    update_interest(fd, w);
-  } catch (...) {
-    w.reader.active = was_active;
-    throw;
-  }
-  w.reader.cb = std::move(cb);
-  ++w.reader.generation;
+  add_watch(fd, /*writer=*/false, std::move(cb));
 }
-
-bool EventLoop::remove_reader(int fd) {
-  if (closed_.load() || fd < 0 || static_cast<size_t>(fd) >= fd_watches_.size() ||
-      !fd_watches_[fd] || !fd_watches_[fd]->reader.active) {
-    return false;
-  }
-  FdWatch& w = *fd_watches_[fd];
-  w.reader.active = false;
-  w.reader.cb = nullptr;
-  ++w.reader.generation;
-  update_interest(fd, w);
-  return true;
-}
-
+bool EventLoop::remove_reader(int fd) { return remove_watch(fd, /*writer=*/false); }
 void EventLoop::add_writer(int fd, absl::AnyInvocable<void()> cb) {
-  check_open();
-  FdWatch& w = watch_for(fd);
-  const bool was_active = w.writer.active;
-  w.writer.active = true;
-  try {
-    update_interest(fd, w);
-  } catch (...) {
-    w.writer.active = was_active;
-    throw;
-  }
-  w.writer.cb = std::move(cb);
-  ++w.writer.generation;
+  add_watch(fd, /*writer=*/true, std::move(cb));
 }
-
-bool EventLoop::remove_writer(int fd) {
-  if (closed_.load() || fd < 0 || static_cast<size_t>(fd) >= fd_watches_.size() ||
-      !fd_watches_[fd] || !fd_watches_[fd]->writer.active) {
-    return false;
-  }
-  FdWatch& w = *fd_watches_[fd];
-  w.writer.active = false;
-  w.writer.cb = nullptr;
-  ++w.writer.generation;
-  update_interest(fd, w);
-  return true;
-}
+bool EventLoop::remove_writer(int fd) { return remove_watch(fd, /*writer=*/true); }
 
 // ---------------------------------------------------------------------------
 // Signals

@@ -292,6 +292,8 @@ class EventLoop {
   void timer_cancelled();
   void discard_pending();
   FdWatch& watch_for(int fd);
+  void add_watch(int fd, bool writer, absl::AnyInvocable<void()> cb);
+  bool remove_watch(int fd, bool writer);
   void update_interest(int fd, FdWatch& w);
   void watch_internal_fd(int fd, uint32_t events);
   void dispatch_signals();
