@@ -11,4 +11,5 @@
 #include "streams/streams.h"
 #include "subprocess/subprocess.h"
 #include "sync/sync.h"
+#include "tls/tls.h"
 #include "transports/transports.h"

@@ -238,6 +238,7 @@ StreamReaderProtocol::StreamReaderProtocol(StreamReader reader, EventLoop& loop,
 
 void StreamReaderProtocol::connection_made(std::shared_ptr<BaseTransport> transport) {
   auto stream = std::static_pointer_cast<Transport>(transport);
+  transport_ = stream;
   if (reader_) reader_->set_transport(stream);
   if (!client_connected_) return;
   StreamWriter writer(stream, shared_from_this(), reader_);
@@ -319,15 +320,33 @@ Coro<void> StreamReaderProtocol::drain_helper() {
 StreamWriter::StreamWriter(std::shared_ptr<Transport> transport,
                            std::shared_ptr<streams_internal::StreamReaderProtocol> protocol,
                            std::optional<StreamReader> reader)
-    : transport_(std::move(transport)),
-      protocol_(std::move(protocol)),
-      reader_(std::move(reader)) {}
+    : protocol_(std::move(protocol)), reader_(std::move(reader)) {
+  if (!protocol_) throw std::invalid_argument("StreamWriter needs a StreamReaderProtocol");
+  if (transport) protocol_->set_transport(std::move(transport));
+}
+
+Transport& StreamWriter::transport() const {
+  if (!protocol_->transport()) throw std::logic_error("StreamWriter has no transport");
+  return *protocol_->transport();
+}
+
+Coro<void> StreamWriter::start_tls(tls::Context context, TlsOptions options) {
+  std::shared_ptr<streams_internal::StreamReaderProtocol> protocol = protocol_;
+  std::optional<StreamReader> reader = reader_;
+  co_await drain();
+  options.server_side = protocol->server_side();
+  EventLoop& loop = get_running_loop();
+  std::shared_ptr<Transport> tls_transport = co_await asyncio::start_tls(
+      loop, protocol->transport(), protocol, std::move(context), std::move(options));
+  protocol->set_transport(tls_transport);
+  if (reader) reader->set_transport(tls_transport);
+}
 
 Coro<void> StreamWriter::drain() {
   if (reader_) {
     if (std::exception_ptr exc = reader_->exception()) std::rethrow_exception(exc);
   }
-  if (transport_->is_closing()) {
+  if (transport().is_closing()) {
     // Let connection_lost() run, so that a write-drain loop on a closed
     // connection sees the error instead of spinning.
     co_await sleep(std::chrono::seconds(0));
@@ -363,6 +382,13 @@ ProtocolFactory stream_factory(EventLoop& loop, ClientConnected cb, size_t limit
   };
 }
 
+void set_tls_options(ConnectOptions& connect, const StreamOptions& options) {
+  connect.ssl = options.ssl;
+  connect.server_hostname = options.server_hostname;
+  connect.ssl_handshake_timeout = options.ssl_handshake_timeout;
+  connect.ssl_shutdown_timeout = options.ssl_shutdown_timeout;
+}
+
 ServerOptions server_options(const StreamOptions& options) {
   ServerOptions s;
   s.family = options.family;
@@ -371,6 +397,9 @@ ServerOptions server_options(const StreamOptions& options) {
   s.reuse_port = options.reuse_port;
   s.start_serving = options.start_serving;
   s.sock = options.sock;
+  s.ssl = options.ssl;
+  s.ssl_handshake_timeout = options.ssl_handshake_timeout;
+  s.ssl_shutdown_timeout = options.ssl_shutdown_timeout;
   return s;
 }
 
@@ -385,6 +414,7 @@ Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, ui
   connect.family = options.family;
   connect.local_addr = options.local_addr;
   connect.sock = options.sock;
+  set_tls_options(connect, options);
   // The factory and the connecting Coro are built in statements of their own:
   // GCC 12 destroys a capturing lambda (or any aggregate temporary) written
   // inside a co_await expression twice (GCC PR 99576).
@@ -399,7 +429,9 @@ Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string pat
   StreamReader reader(options.limit, &loop);
   auto protocol = std::make_shared<StreamReaderProtocol>(reader, loop);
   auto factory = [protocol] { return protocol; };  // not inside co_await: see above
-  auto connecting = create_unix_connection(loop, factory, std::move(path));
+  ConnectOptions connect;
+  set_tls_options(connect, options);
+  auto connecting = create_unix_connection(loop, factory, std::move(path), std::move(connect));
   co_return co_await wrap(loop, reader, protocol, std::move(connecting));
 }
 

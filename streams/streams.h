@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <any>
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -93,29 +94,36 @@ class StreamReader {
   std::shared_ptr<streams_internal::ReaderState> state_;
 };
 
-// The writing half: a copyable handle.
+// The writing half: a copyable handle (copies share the transport, so a
+// start_tls through one is seen by all).
 class StreamWriter {
  public:
   StreamWriter(std::shared_ptr<Transport> transport,
                std::shared_ptr<streams_internal::StreamReaderProtocol> protocol,
                std::optional<StreamReader> reader);
 
-  void write(std::string_view data) { transport_->write(data); }
-  void writelines(const std::vector<std::string>& data) { transport_->writelines(data); }
+  void write(std::string_view data) { transport().write(data); }
+  void writelines(const std::vector<std::string>& data) { transport().writelines(data); }
   // Waits until the transport's buffer is below the low watermark; throws the
   // reader's or the connection's error.
   Coro<void> drain();
-  bool can_write_eof() const { return transport_->can_write_eof(); }
-  void write_eof() { transport_->write_eof(); }
-  void close() { transport_->close(); }
-  bool is_closing() const { return transport_->is_closing(); }
+  bool can_write_eof() const { return transport().can_write_eof(); }
+  void write_eof() { transport().write_eof(); }
+  void close() { transport().close(); }
+  bool is_closing() const { return transport().is_closing(); }
   // Waits until the connection is closed; throws its error, if any.
   Coro<void> wait_closed();
-  std::any get_extra_info(std::string_view name) const { return transport_->get_extra_info(name); }
-  Transport& transport() const { return *transport_; }
+  std::any get_extra_info(std::string_view name) const { return transport().get_extra_info(name); }
+  Transport& transport() const;
+  // Upgrades the connection to TLS (needs //tls), e.g. after a STARTTLS
+  // exchange: drains, runs the handshake (as the server when this writer
+  // came from start_server), then reads and writes go through TLS.
+  // `options.server_side` is ignored. (Two overloads, not a default
+  // argument: see create_connection.)
+  Coro<void> start_tls(tls::Context context, TlsOptions options);
+  Coro<void> start_tls(tls::Context context) { return start_tls(std::move(context), TlsOptions()); }
 
  private:
-  std::shared_ptr<Transport> transport_;
   std::shared_ptr<streams_internal::StreamReaderProtocol> protocol_;
   std::optional<StreamReader> reader_;
 };
@@ -131,19 +139,38 @@ struct StreamOptions {
   bool reuse_address = true;
   bool reuse_port = false;
   bool start_serving = true;
+  // TLS (needs //tls), as in ConnectOptions and ServerOptions.
+  std::optional<tls::Context> ssl;
+  std::string server_hostname;  // open_connection
+  std::chrono::duration<double> ssl_handshake_timeout{60.0};
+  std::chrono::duration<double> ssl_shutdown_timeout{30.0};
 };
 
 using ClientConnected = std::function<Coro<void>(StreamReader, StreamWriter)>;
 
 Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, uint16_t port,
-                                                            StreamOptions options = {});
+                                                            StreamOptions options);
+// (Overloads rather than a default argument: see create_connection.)
+inline Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host,
+                                                                   uint16_t port) {
+  return open_connection(std::move(host), port, StreamOptions());
+}
 // `cb` runs as a task for each client; an exception it throws is reported
 // and closes that connection.
 Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port,
-                          StreamOptions options = {});
+                          StreamOptions options);
+inline Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port) {
+  return start_server(std::move(cb), std::move(host), port, StreamOptions());
+}
 Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path,
-                                                                 StreamOptions options = {});
-Coro<Server> start_unix_server(ClientConnected cb, std::string path, StreamOptions options = {});
+                                                                 StreamOptions options);
+inline Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path) {
+  return open_unix_connection(std::move(path), StreamOptions());
+}
+Coro<Server> start_unix_server(ClientConnected cb, std::string path, StreamOptions options);
+inline Coro<Server> start_unix_server(ClientConnected cb, std::string path) {
+  return start_unix_server(std::move(cb), std::move(path), StreamOptions());
+}
 
 namespace streams_internal {
 
@@ -163,9 +190,14 @@ class StreamReaderProtocol final : public Protocol,
 
   Coro<void> drain_helper();
   Future<void>& closed() { return closed_; }
+  // The transport the writer writes to (replaced by start_tls).
+  const std::shared_ptr<Transport>& transport() const { return transport_; }
+  void set_transport(std::shared_ptr<Transport> transport) { transport_ = std::move(transport); }
+  bool server_side() const { return client_connected_ != nullptr; }
 
  private:
   std::optional<StreamReader> reader_;
+  std::shared_ptr<Transport> transport_;
   EventLoop& loop_;
   ClientConnected client_connected_;
   std::optional<Task<void>> task_;  // the client_connected_cb task

@@ -165,19 +165,52 @@ Coro<int> connect_socket(EventLoop& loop, int fd, const SocketAddress& addr) {
   }
 }
 
+TlsOptions client_tls_options(const ConnectOptions& options, const std::string& host) {
+  TlsOptions tls;
+  tls.server_side = false;
+  tls.server_hostname = options.server_hostname.empty() ? host : options.server_hostname;
+  tls.ssl_handshake_timeout = options.ssl_handshake_timeout;
+  tls.ssl_shutdown_timeout = options.ssl_shutdown_timeout;
+  return tls;
+}
+
+void check_tls_options(const ConnectOptions& options) {
+  if (!options.ssl && !options.server_hostname.empty()) {
+    throw std::invalid_argument("server_hostname is only meaningful with ssl");
+  }
+  if (options.ssl && options.ssl->is_server()) {
+    throw std::invalid_argument("a client needs a client context (tls::Context::client)");
+  }
+}
+
+// Wraps a connected socket in a transport driving a protocol from `factory`;
+// with `ssl`, a TLS session sits in between and the transport returned is the
+// TLS one, after its handshake.
 Coro<std::shared_ptr<Transport>> wrap_socket(EventLoop& loop, ProtocolFactory& factory,
-                                             FdGuard& sock) {
+                                             FdGuard& sock, const ConnectOptions& options,
+                                             const std::string& host) {
   std::shared_ptr<BaseProtocol> protocol = factory();
-  auto transport = std::make_shared<SocketTransport>(loop, sock.release(), std::move(protocol));
   Future<void> waiter = create_future<void>(loop);
-  transport->start(waiter);
+  std::shared_ptr<Transport> result;
+  std::shared_ptr<SocketTransport> transport;
+  if (options.ssl) {
+    tls::internal::ContextState::Session session = options.ssl->state().new_session(
+        loop, std::move(protocol), client_tls_options(options, host), true, waiter);
+    transport = std::make_shared<SocketTransport>(loop, sock.release(), std::move(session.wire));
+    transport->start(std::nullopt);
+    result = std::move(session.transport);
+  } else {
+    transport = std::make_shared<SocketTransport>(loop, sock.release(), std::move(protocol));
+    transport->start(waiter);
+    result = transport;
+  }
   try {
     co_await waiter;
   } catch (...) {
     transport->close();
     throw;
   }
-  co_return transport;
+  co_return result;
 }
 
 }  // namespace
@@ -208,6 +241,11 @@ Coro<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, uint16_t 
 Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFactory factory,
                                                    std::string host, uint16_t port,
                                                    ConnectOptions options) {
+  check_tls_options(options);
+  if (options.ssl && host.empty() && options.server_hostname.empty() &&
+      options.ssl->check_hostname()) {
+    throw std::invalid_argument("You must set server_hostname when using ssl without a host");
+  }
   FdGuard sock;
   if (options.sock >= 0) {
     sock.reset(options.sock);
@@ -244,17 +282,19 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
     if (sock.get() < 0) throw_os_error(first_error, "Connect call failed (" + failures + ")");
   }
   set_nodelay_if_tcp(sock.get());
-  co_return co_await wrap_socket(loop, factory, sock);
+  co_return co_await wrap_socket(loop, factory, sock, options, host);
 }
 
 Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, ProtocolFactory factory,
-                                                        std::string path) {
+                                                        std::string path, ConnectOptions options) {
+  check_tls_options(options);
   SocketAddress addr = SocketAddress::unix_path(path);
   FdGuard sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (sock.get() < 0) throw_os_error(errno, "socket");
   int err = co_await connect_socket(loop, sock.get(), addr);
   if (err != 0) throw_os_error(err, "Connect call failed (" + path + ")");
-  co_return co_await wrap_socket(loop, factory, sock);
+  const std::string no_host;
+  co_return co_await wrap_socket(loop, factory, sock, options, no_host);
 }
 
 Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, ProtocolFactory factory,
@@ -262,7 +302,40 @@ Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, Protoc
   FdGuard guard(sock);
   set_nonblocking(sock);
   set_nodelay_if_tcp(sock);
-  co_return co_await wrap_socket(loop, factory, guard);
+  // Not temporaries inside co_await: GCC 12 destroys those twice (PR 99576).
+  const ConnectOptions plain;
+  const std::string no_host;
+  co_return co_await wrap_socket(loop, factory, guard, plain, no_host);
 }
 
 }  // namespace asyncio::transports_internal
+
+namespace asyncio {
+
+Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop, std::shared_ptr<Transport> transport,
+                                           std::shared_ptr<BaseProtocol> protocol,
+                                           tls::Context context, TlsOptions options) {
+  if (!transport || transport->is_closing()) {
+    throw std::invalid_argument("start_tls needs an open transport");
+  }
+  Future<void> waiter = create_future<void>(loop);
+  tls::internal::ContextState::Session session =
+      context.state().new_session(loop, std::move(protocol), options, false, waiter);
+  // As asyncio: nothing is read until the TLS layer is in place.
+  transport->pause_reading();
+  transport->set_protocol(session.wire);
+  Handle connection_made =
+      loop.call_soon([wire = session.wire, transport] { wire->connection_made(transport); });
+  Handle resume_reading = loop.call_soon([transport] { transport->resume_reading(); });
+  try {
+    co_await waiter;
+  } catch (...) {
+    transport->close();
+    connection_made.cancel();
+    resume_reading.cancel();
+    throw;
+  }
+  co_return std::move(session.transport);
+}
+
+}  // namespace asyncio

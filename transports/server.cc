@@ -77,6 +77,10 @@ void ServerState::accept_connection(int fd) {
   try {
     protocol = factory();
     if (!protocol) throw std::invalid_argument("protocol factory returned null");
+    if (ssl) {
+      protocol =
+          ssl->state().new_session(loop, std::move(protocol), tls_options, true, std::nullopt).wire;
+    }
     auto transport = std::make_shared<SocketTransport>(loop, guard.release(), std::move(protocol),
                                                        shared_from_this());
     transport->start(std::nullopt);
@@ -198,6 +202,7 @@ Coro<void> Server::wait_closed() {
 Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string host,
                            uint16_t port, ServerOptions options) {
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
+  state->set_tls(options);
   if (options.sock >= 0) {
     state->fds.push_back(options.sock);
     co_return co_await transports_internal::serve(state, options);
@@ -256,6 +261,7 @@ Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string
 Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path,
                                 ServerOptions options) {
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
+  state->set_tls(options);
   if (options.sock >= 0) {
     state->fds.push_back(options.sock);
     co_return co_await transports_internal::serve(state, options);

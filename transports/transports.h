@@ -30,6 +30,7 @@
 
 #include "futures/futures.h"
 #include "loop/loop.h"
+#include "tls/context.h"
 
 namespace asyncio {
 
@@ -136,6 +137,12 @@ struct ConnectOptions {
   int sock = -1;  // an already connected socket to wrap instead
   // Accepted for compatibility; addresses are tried one after the other.
   std::optional<std::chrono::duration<double>> happy_eyeballs_delay;
+  // TLS (needs //tls): the connection is usable once the handshake is done.
+  // server_hostname defaults to `host`; give it with `sock` or a Unix path.
+  std::optional<tls::Context> ssl;
+  std::string server_hostname;
+  std::chrono::duration<double> ssl_handshake_timeout{60.0};
+  std::chrono::duration<double> ssl_shutdown_timeout{30.0};
 };
 
 struct ServerOptions {
@@ -145,6 +152,12 @@ struct ServerOptions {
   bool reuse_port = false;
   bool start_serving = true;
   int sock = -1;  // an already listening socket to serve instead
+  // TLS (needs //tls): each connection's protocol sees connection_made once
+  // its handshake is done; failed handshakes are dropped quietly (reported
+  // in debug mode), as asyncio.
+  std::optional<tls::Context> ssl;
+  std::chrono::duration<double> ssl_handshake_timeout{60.0};
+  std::chrono::duration<double> ssl_shutdown_timeout{30.0};
 };
 
 struct DatagramOptions {
@@ -221,7 +234,7 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
                                                    std::string host, uint16_t port,
                                                    ConnectOptions options);
 Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, ProtocolFactory factory,
-                                                        std::string path);
+                                                        std::string path, ConnectOptions options);
 Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, ProtocolFactory factory,
                                                          int sock);
 Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loop,
@@ -240,21 +253,36 @@ Coro<std::pair<std::shared_ptr<T>, std::shared_ptr<ProtocolOf<F>>>> with_protoco
 // Connects to host:port (a name goes through the loop's resolver; each
 // address is tried in turn) and wraps the socket in a transport driving a
 // protocol from `factory`. TCP_NODELAY is on, as in asyncio.
+//
+// The functions taking options come in two overloads rather than with a
+// default argument: GCC 12 destroys a default argument with a non-trivial
+// destructor twice when the call sits in a co_await expression.
 template <class F>
 auto create_connection(EventLoop& loop, F factory, std::string host, uint16_t port,
-                       ConnectOptions options = {}) {
+                       ConnectOptions options) {
   transports_internal::TypedFactory<F> typed{std::move(factory)};
   return transports_internal::with_protocol(
       transports_internal::create_connection(loop, typed.erased(), std::move(host), port,
                                              std::move(options)),
       typed);
 }
-
 template <class F>
-auto create_unix_connection(EventLoop& loop, F factory, std::string path) {
+auto create_connection(EventLoop& loop, F factory, std::string host, uint16_t port) {
+  return create_connection(loop, std::move(factory), std::move(host), port, ConnectOptions());
+}
+
+// `options`: only ssl, server_hostname and the TLS timeouts apply.
+template <class F>
+auto create_unix_connection(EventLoop& loop, F factory, std::string path, ConnectOptions options) {
   transports_internal::TypedFactory<F> typed{std::move(factory)};
   return transports_internal::with_protocol(
-      transports_internal::create_unix_connection(loop, typed.erased(), std::move(path)), typed);
+      transports_internal::create_unix_connection(loop, typed.erased(), std::move(path),
+                                                  std::move(options)),
+      typed);
+}
+template <class F>
+auto create_unix_connection(EventLoop& loop, F factory, std::string path) {
+  return create_unix_connection(loop, std::move(factory), std::move(path), ConnectOptions());
 }
 
 // Wraps a socket accepted elsewhere.
@@ -276,11 +304,34 @@ auto create_datagram_endpoint(EventLoop& loop, F factory, DatagramOptions option
 // Listens on host:port (port 0: any free port; an empty host: every
 // interface; a name resolving to several addresses: a socket for each).
 Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string host,
-                           uint16_t port, ServerOptions options = {});
+                           uint16_t port, ServerOptions options);
+inline Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string host,
+                                  uint16_t port) {
+  return create_server(loop, std::move(factory), std::move(host), port, ServerOptions());
+}
 // Listens on a Unix socket path; a stale socket file is replaced, and the
 // file is removed when the server closes.
 Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path,
-                                ServerOptions options = {});
+                                ServerOptions options);
+inline Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path) {
+  return create_unix_server(loop, std::move(factory), std::move(path), ServerOptions());
+}
+
+// Upgrades a live connection to TLS (loop.start_tls), e.g. after a
+// plaintext STARTTLS exchange: runs the handshake over `transport` and
+// returns the TLS transport that now drives `protocol` (whose
+// connection_made is not called again). Use only the returned transport
+// afterwards. On failure `transport` is closed and the error thrown.
+Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop, std::shared_ptr<Transport> transport,
+                                           std::shared_ptr<BaseProtocol> protocol,
+                                           tls::Context context, TlsOptions options);
+inline Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop,
+                                                  std::shared_ptr<Transport> transport,
+                                                  std::shared_ptr<BaseProtocol> protocol,
+                                                  tls::Context context) {
+  return start_tls(loop, std::move(transport), std::move(protocol), std::move(context),
+                   TlsOptions());
+}
 
 // Sends a file over a transport with sendfile(2) (or read/write with
 // fallback); returns the bytes sent.

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,15 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
   void wake_up_waiters();
   void accept_ready(int listen_fd);
   void accept_connection(int fd);
+  void set_tls(const ServerOptions& options) {
+    if (options.ssl && !options.ssl->is_server()) {
+      throw std::invalid_argument("a server needs a server context (tls::Context::server)");
+    }
+    ssl = options.ssl;
+    tls_options.server_side = true;
+    tls_options.ssl_handshake_timeout = options.ssl_handshake_timeout;
+    tls_options.ssl_shutdown_timeout = options.ssl_shutdown_timeout;
+  }
 
   EventLoop& loop;
   ProtocolFactory factory;
@@ -40,6 +50,8 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
   std::vector<Future<void>> closed_waiters;
   std::optional<Future<void>> serving_forever;
   TimerHandle accept_retry;
+  std::optional<tls::Context> ssl;  // each connection is a TLS session
+  TlsOptions tls_options;
 };
 
 }  // namespace asyncio::transports_internal
