@@ -30,12 +30,25 @@
 //
 // Lines are prefixed with [server] or [client]; the server's serve_forever
 // is cancelled once the client is done, which closes it.
+//
+// run_echo_tls is the same over TLS, as with Python's
+//   ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+//   ssl_ctx.load_cert_chain('server.cert', 'server.key')
+//   server = await asyncio.start_server(handle_echo, '127.0.0.1', 8888, ssl=ssl_ctx)
+//   ...
+//   client_ctx = ssl.create_default_context(cafile='ca.cert')
+//   reader, writer = await asyncio.open_connection('127.0.0.1', 8888,
+//                                                  ssl=client_ctx, server_hostname='localhost')
+// with a throwaway CA and server certificate made for the run.
 #include <iostream>
+#include <optional>
 #include <string>
 
 #include "examples/lib/examples.h"
 #include "futures/futures.h"
 #include "streams/streams.h"
+#include "tls/testing/certs.h"
+#include "tls/tls.h"
 
 namespace asyncio_examples {
 namespace {
@@ -57,8 +70,15 @@ asyncio::Coro<void> handle_echo(asyncio::StreamReader reader, asyncio::StreamWri
   writer.close();
 }
 
-asyncio::Coro<void> tcp_echo_client(std::string message, uint16_t port) {
-  auto [reader, writer] = co_await asyncio::open_connection("127.0.0.1", port);
+asyncio::Coro<void> tcp_echo_client(std::string message, uint16_t port,
+                                    asyncio::StreamOptions options) {
+  auto [reader, writer] = co_await asyncio::open_connection("127.0.0.1", port, options);
+  if (options.ssl) {
+    auto cipher = std::any_cast<asyncio::tls::CipherInfo>(writer.get_extra_info("cipher"));
+    auto cert = std::any_cast<asyncio::tls::PeerCertificate>(writer.get_extra_info("peercert"));
+    std::cout << "[client] " << cipher.protocol << " with a verified certificate for "
+              << cert.subject << "\n";
+  }
   std::cout << "[client] Send: " << repr(message) << "\n";
   writer.write(message);
   std::string data = co_await reader.read(100);
@@ -70,12 +90,14 @@ asyncio::Coro<void> tcp_echo_client(std::string message, uint16_t port) {
 
 asyncio::Coro<void> serve(asyncio::Server server) { co_await server.serve_forever(); }
 
-asyncio::Coro<void> main_coro() {
-  asyncio::Server server = co_await asyncio::start_server(handle_echo, "127.0.0.1", 0);
+asyncio::Coro<void> main_coro(asyncio::StreamOptions server_options,
+                              asyncio::StreamOptions client_options) {
+  asyncio::Server server =
+      co_await asyncio::start_server(handle_echo, "127.0.0.1", 0, server_options);
   asyncio::SocketAddress addr = server.sockets()[0].getsockname();
-  std::cout << "[server] Serving on " << repr(addr) << "\n";
+  std::cout << "[server] Serving on " << repr(addr) << (server_options.ssl ? " (TLS)" : "") << "\n";
   asyncio::Task<void> serving = asyncio::create_task(serve(server));
-  co_await tcp_echo_client("Hello World!", addr.port());
+  co_await tcp_echo_client("Hello World!", addr.port(), client_options);
   serving.cancel();
   try {
     co_await serving;
@@ -87,7 +109,19 @@ asyncio::Coro<void> main_coro() {
 }  // namespace
 
 void run_echo_tcp() {
-  asyncio::run(main_coro());
+  asyncio::run(main_coro({}, {}));
+  std::cout.flush();
+}
+
+void run_echo_tls() {
+  const asyncio::tls_testing::TestCerts& certs = asyncio::tls_testing::test_certs();
+  asyncio::StreamOptions server_options;
+  server_options.ssl = asyncio::tls::Context::server(certs.server.cert, certs.server.key);
+  asyncio::StreamOptions client_options;
+  client_options.ssl = asyncio::tls::Context::client();
+  client_options.ssl->load_verify_locations(certs.ca_file);
+  client_options.server_hostname = "localhost";
+  asyncio::run(main_coro(server_options, client_options));
   std::cout.flush();
 }
 

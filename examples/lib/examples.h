@@ -33,6 +33,8 @@ void run_shield_example();
 void run_as_completed_example();
 // 2.2 The TCP echo server and client, in one run.
 void run_echo_tcp();
+// The same over TLS (//tls), with a CA and server certificate made for the run.
+void run_echo_tls();
 // 3.6 start_server + serve_forever, cancelled after one client.
 void run_serve_forever_example();
 // getaddrinfo("localhost") and getnameinfo with c-ares on the loop (//dns).

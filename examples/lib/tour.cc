@@ -25,6 +25,7 @@ constexpr Example kExamples[] = {
     {"4. shield", &run_shield_example},
     {"4. as_completed", &run_as_completed_example},
     {"2.2 TCP echo client and server", &run_echo_tcp},
+    {"2.2 TCP echo client and server over TLS", &run_echo_tls},
     {"3.6 serve_forever", &run_serve_forever_example},
     {"dns: getaddrinfo(localhost) with c-ares", &run_resolve_localhost},
     {"3.4.8 run_in_executor: three pools", &run_run_in_executor_pools},
