@@ -1,10 +1,14 @@
 #include "tls/tls.h"
 
+#include <fcntl.h>
 #include <openssl/x509_vfy.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <any>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <system_error>
@@ -601,6 +605,54 @@ TEST(TlsTest, SixtyFourMebibytesByteExactWithBackpressure) {
     server.close();
     co_await server.wait_closed();
   }());
+}
+
+constexpr size_t kFileSize = (3 << 20) + 123;
+
+TEST(TlsTest, SendfileFallsBackToWritesOverTls) {
+  std::string path = std::string(getenv("TEST_TMPDIR") ? getenv("TEST_TMPDIR") : "/tmp") +
+                     "/sendfile_over_tls.bin";
+  {
+    std::string contents(kFileSize, '\0');
+    for (size_t i = 0; i < kFileSize; ++i) contents[i] = pattern_byte(i);
+    FILE* f = fopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(fwrite(contents.data(), 1, contents.size(), f), contents.size());
+    fclose(f);
+  }
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  run([fd]() -> Coro<void> {
+    ClientConnected check = [](StreamReader reader, StreamWriter writer) -> Coro<void> {
+      std::string data = co_await reader.readexactly(kFileSize);
+      size_t mismatches = 0;
+      for (size_t i = 0; i < data.size(); ++i) mismatches += data[i] != pattern_byte(i);
+      writer.write(mismatches == 0 ? "intact\n" : "corrupt\n");
+      co_await writer.drain();
+      writer.close();
+    };
+    StreamOptions server_options = with_ssl(server_context());
+    Server server = co_await start_server(check, "127.0.0.1", 0, server_options);
+    StreamOptions client_options = with_ssl(client_context());
+    auto [reader, writer] = co_await open_connection("127.0.0.1", port_of(server), client_options);
+    bool refused = false;
+    try {
+      co_await sendfile(get_running_loop(), writer.transport(), fd, 0, std::nullopt, false);
+    } catch (const std::runtime_error&) {
+      refused = true;  // no socket to hand to sendfile(2) under TLS
+    }
+    EXPECT_TRUE(refused);
+    size_t sent = co_await sendfile(get_running_loop(), writer.transport(), fd);
+    EXPECT_EQ(sent, kFileSize);
+    EXPECT_EQ(co_await reader.readline(), "intact\n");
+    EXPECT_EQ(co_await reader.read(), "");
+    writer.close();
+    co_await writer.wait_closed();
+    server.close();
+    co_await server.wait_closed();
+  }());
+  ::close(fd);
+  ::unlink(path.c_str());
 }
 
 // A buffered protocol reading TLS plaintext straight into its own memory,

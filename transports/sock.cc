@@ -5,7 +5,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
+#include <optional>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 
 #include "transports/internal/socket_transport.h"
 #include "transports/transports.h"
@@ -92,8 +96,9 @@ Coro<std::pair<int, SocketAddress>> sock_accept(EventLoop& loop, int sock) {
 
 namespace {
 
-Coro<size_t> sendfile_fallback(EventLoop& loop, int sock, int file_fd, off_t offset,
-                               std::optional<size_t> count) {
+// Reads the file in chunks and awaits `send` with each: sendfile's fallback.
+template <class Send>
+Coro<size_t> copy_file(int file_fd, off_t offset, std::optional<size_t> count, Send send) {
   std::string chunk;
   size_t total = 0;
   while (!count || total < *count) {
@@ -105,10 +110,83 @@ Coro<size_t> sendfile_fallback(EventLoop& loop, int sock, int file_fd, off_t off
       throw_os_error(errno, "pread");
     }
     if (n == 0) break;
-    co_await sock_sendall(loop, sock, std::string_view(chunk.data(), static_cast<size_t>(n)));
+    co_await send(std::string_view(chunk.data(), static_cast<size_t>(n)));
     total += static_cast<size_t>(n);
   }
   co_return total;
+}
+
+Coro<size_t> sendfile_fallback(EventLoop& loop, int sock, int file_fd, off_t offset,
+                               std::optional<size_t> count) {
+  auto send = [&loop, sock](std::string_view data) { return sock_sendall(loop, sock, data); };
+  co_return co_await copy_file(file_fd, offset, count, send);
+}
+
+// Stands in for a transport's protocol while a file is written through it
+// (asyncio's _SendfileFallbackProtocol): reading is paused, and write flow
+// control is followed so that the file never sits whole in the buffer.
+class SendfileFallbackProtocol final : public Protocol {
+ public:
+  SendfileFallbackProtocol(EventLoop& loop, Transport& transport)
+      : loop_(loop),
+        transport_(transport),
+        original_(transport.get_protocol()),
+        was_reading_(transport.is_reading()),
+        was_paused_(transport.get_write_buffer_size() >=
+                    transport.get_write_buffer_limits().second),
+        paused_(was_paused_) {}
+
+  void pause_writing() override { paused_ = true; }
+  void resume_writing() override {
+    paused_ = false;
+    if (waiter_ && !waiter_->done()) waiter_->set_result();
+  }
+  void connection_lost(std::exception_ptr exc) override {
+    lost_ = exc ? exc : transports_internal::os_error(ECONNRESET, "Connection is closed by peer");
+    if (waiter_ && !waiter_->done()) waiter_->set_exception(lost_);
+    if (original_) original_->connection_lost(exc);
+    original_.reset();
+  }
+
+  Coro<void> send(std::string_view data) {
+    if (lost_) std::rethrow_exception(lost_);
+    if (paused_) {
+      waiter_ = create_future<void>(loop_);
+      co_await *waiter_;
+    }
+    transport_.write(data);
+  }
+
+  void restore() {
+    if (lost_) return;
+    transport_.set_protocol(original_);
+    if (was_reading_) transport_.resume_reading();
+    if (was_paused_ && !paused_ && original_) original_->resume_writing();
+  }
+
+ private:
+  EventLoop& loop_;
+  Transport& transport_;
+  std::shared_ptr<BaseProtocol> original_;
+  const bool was_reading_;
+  const bool was_paused_;
+  bool paused_;
+  std::exception_ptr lost_;
+  std::optional<Future<void>> waiter_;
+};
+
+// sendfile over a transport with no socket of its own (TLS): read and write.
+Coro<size_t> sendfile_through_writes(EventLoop& loop, Transport& transport, int file_fd,
+                                     off_t offset, std::optional<size_t> count) {
+  auto protocol = std::make_shared<SendfileFallbackProtocol>(loop, transport);
+  transport.pause_reading();
+  transport.set_protocol(protocol);
+  struct Restore {
+    SendfileFallbackProtocol& p;
+    ~Restore() { p.restore(); }
+  } restore{*protocol};
+  auto send = [&protocol](std::string_view data) { return protocol->send(data); };
+  co_return co_await copy_file(file_fd, offset, count, send);
 }
 
 }  // namespace
@@ -147,10 +225,13 @@ Coro<size_t> sock_sendfile(EventLoop& loop, int sock, int file_fd, off_t offset,
 Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t offset,
                       std::optional<size_t> count, bool fallback) {
   auto* socket_transport = dynamic_cast<transports_internal::SocketTransport*>(&transport);
-  if (socket_transport == nullptr) {
-    throw std::runtime_error("sendfile: this transport has no socket to send a file on");
-  }
   if (transport.is_closing()) throw std::runtime_error("sendfile: the transport is closing");
+  if (socket_transport == nullptr) {
+    if (!fallback) {
+      throw std::runtime_error("sendfile: this transport has no socket to send a file on");
+    }
+    co_return co_await sendfile_through_writes(loop, transport, file_fd, offset, count);
+  }
   const bool was_reading = transport.is_reading();
   transport.pause_reading();
   struct Resume {

@@ -1,16 +1,21 @@
 // Echo server on our Protocol API: data_received -> transport->write(data).
 //
-//   echo_protocol_server [port]    # port 0 (default): any free port
+//   echo_protocol_server [--tls CERT KEY] [port]    # port 0 (default): any free port
+//
+// --tls: serve TLS (ServerOptions.ssl) with the PEM certificate chain CERT
+// and key KEY.
 //
 // Prints the port it listens on (127.0.0.1) as stdout's first line, then
 // serves until killed. Used by echo_compare.sh.
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "futures/futures.h"
 #include "loop/loop.h"
+#include "tls/tls.h"
 #include "transports/transports.h"
 
 namespace {
@@ -30,11 +35,12 @@ class EchoProtocol final : public asyncio::Protocol {
   std::shared_ptr<asyncio::Transport> transport_;
 };
 
-asyncio::Coro<void> Serve(uint16_t port) {
+asyncio::Coro<void> Serve(uint16_t port, asyncio::ServerOptions options) {
   asyncio::EventLoop& loop = asyncio::get_running_loop();
   // Built outside the co_await expression (GCC 12, see streams.cc).
   asyncio::ProtocolFactory factory = [] { return std::make_shared<EchoProtocol>(); };
-  asyncio::Server server = co_await asyncio::create_server(loop, factory, "127.0.0.1", port);
+  asyncio::Server server =
+      co_await asyncio::create_server(loop, factory, "127.0.0.1", port, options);
   std::printf("%u\n", static_cast<unsigned>(server.sockets().at(0).getsockname().port()));
   std::fflush(stdout);
   co_await server.serve_forever();
@@ -43,11 +49,19 @@ asyncio::Coro<void> Serve(uint16_t port) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int port = argc > 1 ? std::atoi(argv[1]) : 0;
-  if (port < 0 || port > 65535) {
-    std::fprintf(stderr, "usage: %s [port]\n", argv[0]);
+  auto usage = [&] {
+    std::fprintf(stderr, "usage: %s [--tls CERT KEY] [port]\n", argv[0]);
     return 2;
+  };
+  asyncio::ServerOptions options;
+  int arg = 1;
+  if (argc > 1 && std::string_view(argv[1]) == "--tls") {
+    if (argc < 4) return usage();
+    options.ssl = asyncio::tls::Context::server(argv[2], argv[3]);
+    arg = 4;
   }
-  asyncio::run(Serve(static_cast<uint16_t>(port)));
+  const int port = argc > arg ? std::atoi(argv[arg]) : 0;
+  if (port < 0 || port > 65535 || argc > arg + 1) return usage();
+  asyncio::run(Serve(static_cast<uint16_t>(port), options));
   return 0;
 }

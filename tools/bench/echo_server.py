@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Echo server on Python asyncio or uvloop, with a Protocol or with streams.
 
-    python3 echo_server.py [--loop asyncio|uvloop] [--mode protocol|streams] [port]
+    python3 echo_server.py [--loop asyncio|uvloop] [--mode protocol|streams]
+                           [--tls CERT KEY] [port]
 
 Listens on 127.0.0.1 (port 0, the default: any free port), prints the port
 as stdout's first line and serves until killed. The same two servers as
 echo_protocol_server.cc and echo_streams_server.cc, for echo_compare.sh.
+--tls serves TLS (ssl= of create_server / start_server) with the PEM
+certificate chain CERT and key KEY.
 """
 
 import argparse
 import asyncio
+import ssl
 import sys
 
 
@@ -29,18 +33,18 @@ async def echo_streams(reader, writer):
                 break
             writer.write(data)
             await writer.drain()
-    except ConnectionError:
+    except (ConnectionError, ssl.SSLError):
         pass
     finally:
         writer.close()
 
 
-async def serve(mode, port):
+async def serve(mode, port, ssl_context):
     loop = asyncio.get_running_loop()
     if mode == "protocol":
-        server = await loop.create_server(EchoProtocol, "127.0.0.1", port)
+        server = await loop.create_server(EchoProtocol, "127.0.0.1", port, ssl=ssl_context)
     else:
-        server = await asyncio.start_server(echo_streams, "127.0.0.1", port)
+        server = await asyncio.start_server(echo_streams, "127.0.0.1", port, ssl=ssl_context)
     print(server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
@@ -50,14 +54,19 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--mode", choices=["protocol", "streams"], default="protocol")
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("port", nargs="?", type=int, default=0)
     args = parser.parse_args()
+    ssl_context = None
+    if args.tls:
+        ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ssl_context.load_cert_chain(*args.tls)
     if args.loop == "uvloop":
         import uvloop
 
         uvloop.install()
     try:
-        asyncio.run(serve(args.mode, args.port))
+        asyncio.run(serve(args.mode, args.port, ssl_context))
     except KeyboardInterrupt:
         pass
     return 0

@@ -1,20 +1,23 @@
 // Echo server on our streams: read(65536) -> write -> drain, until EOF.
 //
-//   echo_streams_server [port [read_size]]   # port 0 (default): any free port
+//   echo_streams_server [--tls CERT KEY] [port [read_size]]   # port 0 (default): any free port
 //
 // read_size (default 65536, as the Python server) is what each read() asks
-// for: a message longer than it is echoed in several writes.
+// for: a message longer than it is echoed in several writes. --tls: serve
+// TLS (StreamOptions.ssl) with the PEM certificate chain CERT and key KEY.
 //
 // Prints the port it listens on (127.0.0.1) as stdout's first line, then
 // serves until killed. Used by echo_compare.sh.
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 #include <system_error>
 
 #include "futures/futures.h"
 #include "loop/loop.h"
 #include "streams/streams.h"
+#include "tls/tls.h"
 
 namespace {
 
@@ -34,9 +37,9 @@ asyncio::Coro<void> Echo(asyncio::StreamReader reader, asyncio::StreamWriter wri
   writer.close();
 }
 
-asyncio::Coro<void> Serve(uint16_t port) {
+asyncio::Coro<void> Serve(uint16_t port, asyncio::StreamOptions options) {
   asyncio::ClientConnected cb = Echo;  // not inside co_await (GCC 12)
-  asyncio::Server server = co_await asyncio::start_server(cb, "127.0.0.1", port);
+  asyncio::Server server = co_await asyncio::start_server(cb, "127.0.0.1", port, options);
   std::printf("%u\n", static_cast<unsigned>(server.sockets().at(0).getsockname().port()));
   std::fflush(stdout);
   co_await server.serve_forever();
@@ -45,12 +48,20 @@ asyncio::Coro<void> Serve(uint16_t port) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int port = argc > 1 ? std::atoi(argv[1]) : 0;
-  if (argc > 2) read_size = std::atol(argv[2]);
-  if (port < 0 || port > 65535 || read_size <= 0) {
-    std::fprintf(stderr, "usage: %s [port [read_size]]\n", argv[0]);
+  auto usage = [&] {
+    std::fprintf(stderr, "usage: %s [--tls CERT KEY] [port [read_size]]\n", argv[0]);
     return 2;
+  };
+  asyncio::StreamOptions options;
+  int arg = 1;
+  if (argc > 1 && std::string_view(argv[1]) == "--tls") {
+    if (argc < 4) return usage();
+    options.ssl = asyncio::tls::Context::server(argv[2], argv[3]);
+    arg = 4;
   }
-  asyncio::run(Serve(static_cast<uint16_t>(port)));
+  const int port = argc > arg ? std::atoi(argv[arg]) : 0;
+  if (argc > arg + 1) read_size = std::atol(argv[arg + 1]);
+  if (port < 0 || port > 65535 || read_size <= 0 || argc > arg + 2) return usage();
+  asyncio::run(Serve(static_cast<uint16_t>(port), options));
   return 0;
 }
