@@ -138,6 +138,34 @@ class EchoProtocol : public Protocol {
   std::string negotiated;
 };
 
+TEST(TlsTest, OverUnixSockets) {
+  char dir[] = "/tmp/asyncio_tls_XXXXXX";  // short: sun_path holds 108 bytes
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/s.sock";
+  run([path]() -> Coro<void> {
+    StreamOptions server_options = with_ssl(server_context());
+    Server server = co_await start_unix_server(handle_echo, path, server_options);
+    StreamOptions no_name = with_ssl(client_context());
+    bool refused = false;
+    try {
+      co_await open_unix_connection(path, no_name);
+    } catch (const std::invalid_argument&) {
+      refused = true;  // no host to check the certificate against
+    }
+    EXPECT_TRUE(refused);
+    StreamOptions client_options = with_ssl(client_context());
+    client_options.server_hostname = "localhost";
+    auto [reader, writer] = co_await open_unix_connection(path, client_options);
+    writer.write("over a Unix socket");
+    EXPECT_EQ(co_await reader.read(100), "over a Unix socket");
+    writer.close();
+    co_await writer.wait_closed();
+    server.close();
+    co_await server.wait_closed();
+  }());
+  ::rmdir(dir);
+}
+
 TEST(TlsTest, ProtocolsAlpnAndWatermarks) {
   run([]() -> Coro<void> {
     EventLoop& loop = get_running_loop();

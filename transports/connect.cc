@@ -174,12 +174,18 @@ TlsOptions client_tls_options(const ConnectOptions& options, const std::string& 
   return tls;
 }
 
-void check_tls_options(const ConnectOptions& options) {
+// `host`: what the certificate is checked against when server_hostname is
+// not given (none for a Unix socket or a given socket).
+void check_tls_options(const ConnectOptions& options, const std::string& host) {
   if (!options.ssl && !options.server_hostname.empty()) {
     throw std::invalid_argument("server_hostname is only meaningful with ssl");
   }
   if (options.ssl && options.ssl->is_server()) {
     throw std::invalid_argument("a client needs a client context (tls::Context::client)");
+  }
+  if (options.ssl && host.empty() && options.server_hostname.empty() &&
+      options.ssl->check_hostname()) {
+    throw std::invalid_argument("You must set server_hostname when using ssl without a host");
   }
 }
 
@@ -241,11 +247,7 @@ Coro<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, uint16_t 
 Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFactory factory,
                                                    std::string host, uint16_t port,
                                                    ConnectOptions options) {
-  check_tls_options(options);
-  if (options.ssl && host.empty() && options.server_hostname.empty() &&
-      options.ssl->check_hostname()) {
-    throw std::invalid_argument("You must set server_hostname when using ssl without a host");
-  }
+  check_tls_options(options, host);
   FdGuard sock;
   if (options.sock >= 0) {
     sock.reset(options.sock);
@@ -287,7 +289,7 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
 
 Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, ProtocolFactory factory,
                                                         std::string path, ConnectOptions options) {
-  check_tls_options(options);
+  check_tls_options(options, "");
   SocketAddress addr = SocketAddress::unix_path(path);
   FdGuard sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (sock.get() < 0) throw_os_error(errno, "socket");
