@@ -217,6 +217,47 @@ TEST(TlsTest, ProtocolsAlpnAndWatermarks) {
   }());
 }
 
+// Stops reading as soon as it is connected, so it never answers close_notify.
+class DeafProtocol : public Protocol {
+ public:
+  explicit DeafProtocol(std::vector<std::shared_ptr<Transport>>& accepted) : accepted_(accepted) {}
+  void connection_made(std::shared_ptr<BaseTransport> t) override {
+    auto transport = std::static_pointer_cast<Transport>(t);
+    transport->pause_reading();
+    accepted_.push_back(transport);
+  }
+
+ private:
+  std::vector<std::shared_ptr<Transport>>& accepted_;
+};
+
+TEST(TlsTest, ShutdownTimeoutAbortsAPeerThatNeverAnswers) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<Transport>> accepted;
+    ServerOptions server_options;
+    server_options.ssl = server_context();
+    auto deaf = [&accepted] { return std::make_shared<DeafProtocol>(accepted); };
+    Server server = co_await create_server(loop, deaf, "127.0.0.1", 0, server_options);
+    ConnectOptions options;
+    options.ssl = client_context();
+    options.server_hostname = "localhost";
+    options.ssl_shutdown_timeout = 50ms;
+    auto factory = [&loop] { return std::make_shared<Recorder>(loop); };
+    auto [transport, client] =
+        co_await create_connection(loop, factory, "127.0.0.1", port_of(server), options);
+    const double closed_at = loop.time();
+    transport->close();
+    co_await client->lost;  // no close_notify comes back: aborted after the timeout
+    EXPECT_GE(loop.time() - closed_at, 0.045);
+    EXPECT_EQ(client->error, nullptr);
+    EXPECT_FALSE(client->got_eof);
+    for (const std::shared_ptr<Transport>& t : accepted) t->abort();
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
 struct VerifyCase {
   const char* name;
   const tls_testing::CertFiles& (*files)();
