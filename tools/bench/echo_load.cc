@@ -35,7 +35,11 @@
 //
 //   {"handshakes": ..., "seconds": ..., "handshakes_per_s": ..., "p50_us": ...,
 //    "p99_us": ..., "server_cpu_s": ..., "server_cpu_us_per_handshake": ...,
-//    "server_user_us_per_handshake": ..., "connections": N, "size": S, ...}
+//    "server_user_us_per_handshake": ..., "connections": N, "size": S,
+//    "client_cpu_us_per_handshake": ..., ...}
+//
+// client_cpu_us_per_handshake is echo_load's own CPU time (the client's
+// handshake work shares the core with the server when both are pinned).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -376,7 +380,7 @@ class Window {
         deadline_(measure_start_ + static_cast<int64_t>(o.seconds * 1e9)),
         measuring_(o.warmup == 0),
         start_(measuring_ ? t0_ : 0) {
-    if (measuring_ && o_.server_pid > 0) cpu_start_ = ProcessCpuTimes(o_.server_pid);
+    if (measuring_) Sample(&cpu_start_, &self_start_);
   }
 
   // Before each wait: measuring starts after the warm-up, ends at the
@@ -386,7 +390,7 @@ class Window {
     if (!measuring_ && now >= measure_start_) {
       measuring_ = true;
       start_ = now;
-      if (o_.server_pid > 0) cpu_start_ = ProcessCpuTimes(o_.server_pid);
+      Sample(&cpu_start_, &self_start_);
     }
     if (!draining_ && now >= deadline_) End(now);
     if (draining_ && now >= drain_deadline_) return -1;
@@ -396,7 +400,7 @@ class Window {
   void End(int64_t at) {
     draining_ = true;
     end_ = at;
-    if (o_.server_pid > 0) cpu_end_ = ProcessCpuTimes(o_.server_pid);
+    Sample(&cpu_end_, &self_end_);
     drain_deadline_ = NowNs() + 2000000000;
   }
   bool counting() const { return measuring_ && !draining_; }
@@ -424,16 +428,32 @@ class Window {
     const char* count = o_.handshakes ? "handshakes" : "requests";
     const char* rate = o_.handshakes ? "handshakes" : "req";
     const char* per = o_.handshakes ? "handshake" : "req";
+    std::string fields = extra;
+    if (o_.handshakes) {
+      double self_per = -1;
+      if (done > 0 && self_start_.user >= 0 && self_end_.user >= 0) {
+        self_per = (self_end_.total() - self_start_.total()) / static_cast<double>(done) * 1e6;
+      }
+      char client[64];
+      std::snprintf(client, sizeof client, ", \"client_cpu_us_per_handshake\": %.3f", self_per);
+      fields = client + fields;
+    }
     std::printf(
         "{\"%s\": %llu, \"seconds\": %.6f, \"%s_per_s\": %.1f, \"p50_us\": %.1f, "
         "\"p99_us\": %.1f, \"server_cpu_s\": %.3f, \"server_cpu_us_per_%s\": %.3f, "
         "\"server_user_us_per_%s\": %.3f, \"connections\": %d, \"size\": %zu%s}\n",
         count, static_cast<unsigned long long>(done), seconds, rate,
         seconds > 0 ? static_cast<double>(done) / seconds : 0.0, p50, p99, server_cpu, per,
-        cpu_per_req, per, user_per_req, o_.connections, o_.size, extra.c_str());
+        cpu_per_req, per, user_per_req, o_.connections, o_.size, fields.c_str());
   }
 
  private:
+  // The server's CPU times (with --server-pid) and, with --handshakes, ours.
+  void Sample(CpuTimes* server, CpuTimes* self) const {
+    if (o_.server_pid > 0) *server = ProcessCpuTimes(o_.server_pid);
+    if (o_.handshakes) *self = ProcessCpuTimes(getpid());
+  }
+
   const Options& o_;
   const int64_t t0_;
   const int64_t measure_start_;
@@ -445,6 +465,8 @@ class Window {
   int64_t drain_deadline_ = 0;
   CpuTimes cpu_start_;
   CpuTimes cpu_end_;
+  CpuTimes self_start_;
+  CpuTimes self_end_;
 };
 
 std::string Message(size_t size) {
@@ -471,11 +493,29 @@ int RunEcho(const Options& o, SSL_CTX* ctx) {
   std::string tls_fields;
   if (ctx != nullptr) {
     // Every handshake first: the window holds echoes only.
-    size_t handshaking = 0;
+    size_t handshaking = conns.size();
+    // One step of connection i's handshake; once it is done, the session
+    // tickets the server sends after it are read (no data may come yet).
+    auto step = [&](size_t i) {
+      Conn& c = conns[i];
+      if (c.phase == Phase::kHandshake) {
+        if (!Handshake(c)) {
+          SetOut(ep, conns, i, WantsOut(c, 0));
+          return;
+        }
+        c.phase = Phase::kSend;
+        --handshaking;
+      }
+      char byte;
+      if (RecvSome(c, &byte, 1) != 0) {
+        std::fprintf(stderr, "echo_load: data or EOF before the first request\n");
+        std::exit(1);
+      }
+      SetOut(ep, conns, i, WantsOut(c, 0));
+    };
     for (size_t i = 0; i < conns.size(); ++i) {
       conns[i].ssl = NewSsl(ctx, conns[i].fd, o);
-      if (!Handshake(conns[i])) ++handshaking;
-      SetOut(ep, conns, i, WantsOut(conns[i], 0));
+      step(i);
     }
     while (handshaking > 0) {
       int n = epoll_wait(ep, events.data(), static_cast<int>(events.size()), 10000);
@@ -487,16 +527,7 @@ int RunEcho(const Options& o, SSL_CTX* ctx) {
         std::fprintf(stderr, "echo_load: TLS handshakes: no progress for 10 s\n");
         return 1;
       }
-      for (int e = 0; e < n; ++e) {
-        const size_t i = events[e].data.u64;
-        Conn& c = conns[i];
-        if (c.phase != Phase::kHandshake) continue;
-        if (Handshake(c)) {
-          c.phase = Phase::kSend;
-          --handshaking;
-        }
-        SetOut(ep, conns, i, WantsOut(c, 0));
-      }
+      for (int e = 0; e < n; ++e) step(events[e].data.u64);
     }
     tls_fields = TlsFields(conns[0].ssl);
   }
