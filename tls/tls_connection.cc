@@ -399,6 +399,7 @@ void TlsConnection::read_application_data() {
       int r = SSL_read_ex(ssl_, buf.data(), buf.size(), &n);
       if (r == 1) {
         app_buffered_->buffer_updated(n);
+        if (nothing_left_to_read()) break;
         continue;
       }
       err = SSL_get_error(ssl_, r);
@@ -414,6 +415,10 @@ void TlsConnection::read_application_data() {
           break;
         }
         total += n;
+        if (nothing_left_to_read()) {
+          err = SSL_ERROR_WANT_READ;  // known without asking OpenSSL again
+          break;
+        }
       }
       if (total > 0) app_stream_->data_received(std::string_view(buf, total));
       if (err == SSL_ERROR_NONE || state_ != State::kWrapped) continue;

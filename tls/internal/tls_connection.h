@@ -84,6 +84,8 @@ class TlsConnection final : public Protocol, public Transport {
   void call_app_eof_received();
   void report(const char* message, std::exception_ptr exc);
   void keep_unread_input();
+  // No ciphertext left to decrypt and no plaintext inside OpenSSL.
+  bool nothing_left_to_read() const { return in_.empty() && SSL_has_pending(ssl_) == 0; }
 
   EventLoop& loop_;
   std::shared_ptr<OpenSslContext> context_;
