@@ -382,21 +382,24 @@ TEST(ConditionTest, SharedLock) {
   }());
 }
 
+// Waits on `cond` until cancelled; records whether the lock was held when
+// the cancellation arrived.
+Coro<void> wait_until_cancelled(Condition& cond, bool& held_when_cancelled) {
+  co_await cond.acquire();
+  try {
+    co_await cond.wait();
+  } catch (const CancelledError&) {
+    held_when_cancelled = cond.locked();
+    cond.release();
+    throw;
+  }
+}
+
 TEST(ConditionTest, CancelledWaitReacquiresTheLockBeforeThrowing) {
   run([]() -> Coro<void> {
     Condition cond;
     bool held_when_cancelled = false;
-    auto waiter = [&]() -> Coro<void> {
-      co_await cond.acquire();
-      try {
-        co_await cond.wait();
-      } catch (const CancelledError&) {
-        held_when_cancelled = cond.locked();
-        cond.release();
-        throw;
-      }
-    };
-    Task<void> t = create_task(waiter());
+    Task<void> t = create_task(wait_until_cancelled(cond, held_when_cancelled));
     co_await settle();
     co_await cond.acquire();  // the waiter cannot get the lock back yet
     t.cancel();
@@ -414,17 +417,7 @@ TEST(ConditionTest, CancelledWhileReacquiringKeepsTryingForTheLock) {
   run([]() -> Coro<void> {
     Condition cond;
     bool held_when_cancelled = false;
-    auto waiter = [&]() -> Coro<void> {
-      co_await cond.acquire();
-      try {
-        co_await cond.wait();
-      } catch (const CancelledError&) {
-        held_when_cancelled = cond.locked();
-        cond.release();
-        throw;
-      }
-    };
-    Task<void> t = create_task(waiter());
+    Task<void> t = create_task(wait_until_cancelled(cond, held_when_cancelled));
     co_await settle();
     co_await cond.acquire();
     cond.notify();
