@@ -99,9 +99,13 @@ Coro<std::vector<AddrInfo>> resolve_with_system(EventLoop& loop, std::string hos
     std::lock_guard<std::mutex> lock(anchor->mu);
     if (anchor->loop == nullptr) return;
     try {
-      anchor->loop->call_soon_threadsafe([lookup, results = std::move(results), error]() mutable {
+      // Everything moves to the loop thread: this thread keeps no reference
+      // to the lookup or the error, so the last release (and the free of the
+      // exception) happens where they are used.
+      anchor->loop->call_soon_threadsafe([lookup = std::move(lookup), results = std::move(results),
+                                          error = std::move(error)]() mutable {
         lookup->results = std::move(results);
-        lookup->error = error;
+        lookup->error = std::move(error);
         if (lookup->done && !lookup->done->done()) lookup->done->set_result();
       });
     } catch (const std::runtime_error&) {
