@@ -204,6 +204,14 @@ tls::Context our_client_context() {
   return context;
 }
 
+// Our client's stream options: TLS, trusting the test CA, checking "localhost".
+StreamOptions our_client_options() {
+  StreamOptions options;
+  options.ssl = our_client_context();
+  options.server_hostname = "localhost";
+  return options;
+}
+
 Coro<void> close_server(Server& server) {
   server.close();
   co_await within(server.wait_closed(), "server.wait_closed()");
@@ -560,9 +568,7 @@ TEST(TlsInterop, OurClientThroughOpensslServer) {
         co_await within(accept_port(server, &transcript), "s_server's ACCEPT line");
     EXPECT_TRUE(contains(transcript, "ACCEPT 127.0.0.1:")) << transcript;
 
-    StreamOptions options;
-    options.ssl = our_client_context();
-    options.server_hostname = "localhost";
+    StreamOptions options = our_client_options();
     auto [reader, writer] =
         co_await within(open_connection("127.0.0.1", port, options), "the handshake with s_server");
     auto cert = std::any_cast<tls::PeerCertificate>(writer.get_extra_info("peercert"));
@@ -621,9 +627,7 @@ TEST(TlsInterop, OurClientTakesOpensslServersRaggedEofAsEof) {
     std::string transcript;
     const uint16_t port =
         co_await within(accept_port(server, &transcript), "s_server's ACCEPT line");
-    StreamOptions options;
-    options.ssl = our_client_context();
-    options.server_hostname = "localhost";
+    StreamOptions options = our_client_options();
     auto [reader, writer] =
         co_await within(open_connection("127.0.0.1", port, options), "the handshake with s_server");
     server.stdin_->write("last words\n");
@@ -647,9 +651,7 @@ TEST(TlsInterop, OurClientRejectsOpensslServersExpiredCertificate) {
     const uint16_t port =
         co_await within(accept_port(server, &transcript), "s_server's ACCEPT line");
 
-    StreamOptions options;
-    options.ssl = our_client_context();
-    options.server_hostname = "localhost";
+    StreamOptions options = our_client_options();
     bool rejected = false;
     try {
       co_await within(open_connection("127.0.0.1", port, options), "the handshake with s_server");

@@ -325,11 +325,6 @@ StreamWriter::StreamWriter(std::shared_ptr<Transport> transport,
   if (transport) protocol_->set_transport(std::move(transport));
 }
 
-Transport& StreamWriter::transport() const {
-  if (!protocol_->transport()) throw std::logic_error("StreamWriter has no transport");
-  return *protocol_->transport();
-}
-
 Coro<void> StreamWriter::start_tls(tls::Context context, TlsOptions options) {
   std::shared_ptr<streams_internal::StreamReaderProtocol> protocol = protocol_;
   std::optional<StreamReader> reader = reader_;

@@ -208,4 +208,11 @@ class StreamReaderProtocol final : public Protocol,
 };
 
 }  // namespace streams_internal
+
+// Inline: every write goes through it.
+inline Transport& StreamWriter::transport() const {
+  if (!protocol_->transport()) throw std::logic_error("StreamWriter has no transport");
+  return *protocol_->transport();
+}
+
 }  // namespace asyncio

@@ -92,23 +92,14 @@ SSLError ssl_error_from_queue(const std::string& what) {
   return SSLError(message);
 }
 
-std::exception_ptr handshake_error(SSL* ssl, int ssl_error) {
+std::exception_ptr handshake_error(SSL* ssl, int ssl_error, const std::string& server_hostname) {
   long verify_result = SSL_get_verify_result(ssl);
   if (verify_result != X509_V_OK) {
     ERR_clear_error();
     std::string reason = X509_verify_cert_error_string(verify_result);
     if (verify_result == X509_V_ERR_HOSTNAME_MISMATCH ||
         verify_result == X509_V_ERR_IP_ADDRESS_MISMATCH) {
-      const char* host = SSL_get0_peername(ssl);
-      X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
-      const char* ip = param ? X509_VERIFY_PARAM_get1_ip_asc(param) : nullptr;
-      std::string name = host ? host : (ip ? ip : "");
-      if (name.empty() && param != nullptr) {
-        const char* h = X509_VERIFY_PARAM_get0_host(param, 0);
-        if (h != nullptr) name = h;
-      }
-      if (ip != nullptr) OPENSSL_free(const_cast<char*>(ip));
-      reason += ", certificate is not valid for '" + name + "'";
+      reason += ", certificate is not valid for '" + server_hostname + "'";
     }
     return std::make_exception_ptr(
         CertificateError("certificate verify failed: " + reason, verify_result));

@@ -362,7 +362,7 @@ void TlsConnection::do_handshake() {
   }
   int err = SSL_get_error(ssl_, r);
   if (err == SSL_ERROR_WANT_READ) return;
-  handshake_done(handshake_error(ssl_, err));
+  handshake_done(handshake_error(ssl_, err, options_.server_hostname));
 }
 
 void TlsConnection::handshake_done(std::exception_ptr exc) {

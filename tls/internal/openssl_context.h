@@ -46,7 +46,8 @@ class OpenSslContext final : public ContextState,
 SSLError ssl_error_from_queue(const std::string& what);
 
 // The SSL error of a failed handshake: a CertificateError when the peer's
-// certificate did not verify, else OpenSSL's reason.
-std::exception_ptr handshake_error(SSL* ssl, int ssl_error);
+// certificate did not verify (naming `server_hostname` on a name mismatch),
+// else OpenSSL's reason.
+std::exception_ptr handshake_error(SSL* ssl, int ssl_error, const std::string& server_hostname);
 
 }  // namespace asyncio::tls::internal
