@@ -1,7 +1,7 @@
 """Repository rules that expose Debian-installed C++ libraries under upstream names.
 
-No internet here, so the third-party libraries come from Debian packages
-(see /work/shared/BUILDING.md). `system_library` generates a repository whose
+No internet here, so the third-party libraries come from Debian packages.
+`system_library` generates a repository whose
 BUILD files mirror the upstream projects' labels (`@com_google_absl//absl/strings`,
 `@com_google_googletest//:gtest_main`, ...), so our BUILD files read exactly as
 they would against upstream, and anyone with internet access can swap one of

@@ -1,4 +1,5 @@
-// Section 3.4.6 of the notes, add_reader:
+// Watching file descriptors with loop.add_reader (asyncio docs, Event Loop,
+// "Watch a file descriptor for read events"):
 //
 //   rsock, wsock = socketpair()
 //   loop = asyncio.get_event_loop()
@@ -56,7 +57,7 @@ void run_add_reader_socketpair() {
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
     throw std::system_error(errno, std::generic_category(), "socketpair");
   }
-  // Declared before the loop's guard: closed after the loop, as in the notes.
+  // Declared before the loop's guard: closed after the loop, as in the Python version.
   Fd rsock(fds[0]);
   Fd wsock(fds[1]);
 

@@ -1,4 +1,5 @@
-// Section 4.(8) of the notes, as_completed: three coroutines with different
+// asyncio.as_completed (asyncio docs, Coroutines and Tasks, "Running Tasks
+// Concurrently"): three coroutines with different
 // delays; the results come in the order they finish.
 //
 //   async def work(name, delay):

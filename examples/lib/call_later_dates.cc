@@ -1,4 +1,5 @@
-// Section 3.4.1 of the notes, call_later (times divided by ten):
+// loop.call_later (asyncio docs, Event Loop, "Display the current date with
+// call_later()"; times divided by ten):
 //
 //   def display_date(end_time, loop):
 //       print(datetime.datetime.now())

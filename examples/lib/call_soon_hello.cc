@@ -1,4 +1,4 @@
-// Section 3.4.1 of the notes, call_soon:
+// loop.call_soon (asyncio docs, Event Loop, "Hello World with call_soon()"):
 //
 //   def hello_world(loop):
 //       """A callback to print 'Hello World' and stop the event loop"""

@@ -1,4 +1,4 @@
-// Section 2.2 of the notes: the TCP echo client and server, in one run (the
+// The TCP echo client and server of the asyncio docs (Streams), in one run (the
 // server on a free port, the client talking to it).
 //
 //   async def tcp_echo_client(message):

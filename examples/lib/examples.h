@@ -1,6 +1,6 @@
-// The examples of the asyncio notes (asyncio-notes-zh), in C++.
+// The classic examples of Python's asyncio documentation, in C++.
 //
-// Each function runs one example of the notes on its own event loop and
+// Each function runs one example of the asyncio documentation on its own event loop and
 // prints to stdout what the Python version prints. Sleeps are a tenth of the
 // Python ones (1 s -> 0.1 s), so every example takes well under a second and
 // prints in the same order as the original.

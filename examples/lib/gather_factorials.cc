@@ -1,4 +1,5 @@
-// Section 4.(4) of the notes, gather:
+// asyncio.gather (asyncio docs, Coroutines and Tasks, "Running Tasks
+// Concurrently"):
 //
 //   async def factorial(name, number):
 //       f = 1

@@ -1,4 +1,4 @@
-// Section 5 of the notes, the generator-based form:
+// The generator-based coroutine form of older asyncio (@asyncio.coroutine):
 //
 //   @asyncio.coroutine
 //   def say_after(delay, what, task=0):
@@ -36,7 +36,7 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// `task` is unused, as in the notes.
+// `task` is unused, as in the Python version.
 asyncio::Coro<void> say_after(std::chrono::milliseconds delay, std::string what,
                               std::optional<asyncio::Task<void>> task = std::nullopt) {
   (void)task;

@@ -1,4 +1,4 @@
-// Section 2 of the notes:
+// Coroutines and tasks (asyncio docs, Coroutines and Tasks, "Coroutines"):
 //
 //   async def say_after(delay, what):
 //       await asyncio.sleep(delay)

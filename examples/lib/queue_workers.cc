@@ -1,4 +1,4 @@
-// Section 2.4 of the notes:
+// Workers fed by an asyncio.Queue (asyncio docs, Queues):
 //
 //   async def worker1(queue):
 //       print('aaaa')

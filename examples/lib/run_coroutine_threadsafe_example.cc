@@ -1,4 +1,5 @@
-// Section 4.(9) of the notes, asyncio.run_coroutine_threadsafe(coro, loop):
+// asyncio.run_coroutine_threadsafe(coro, loop) (asyncio docs, Coroutines and
+// Tasks, "Scheduling From Other Threads"):
 // "Submit a coroutine to the given event loop. Thread-safe. Return a
 // concurrent.futures.Future to wait for the result from another OS thread."
 // As in the Python documentation (times divided by ten):

@@ -1,4 +1,5 @@
-// Section 3.4.8 of the notes, loop.run_in_executor with three pools:
+// loop.run_in_executor with three pools (asyncio docs, Event Loop, "Executing
+// code in thread or process pools"):
 //
 //   def blocking_io():
 //       with open('/dev/urandom', 'rb') as f:

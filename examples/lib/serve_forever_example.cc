@@ -1,4 +1,4 @@
-// Section 3.6 of the notes, Server.serve_forever():
+// Server.serve_forever() (asyncio docs, Event Loop, "Server Objects"):
 //
 //   async def client_connected(reader, writer):
 //       # Communicate with the client with

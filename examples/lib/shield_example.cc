@@ -1,4 +1,5 @@
-// Section 4.(5) of the notes, shield:
+// asyncio.shield (asyncio docs, Coroutines and Tasks, "Shielding From
+// Cancellation"):
 //
 //   res = await shield(something())
 //

@@ -1,4 +1,4 @@
-// Section 2.3 of the notes, running a shell command:
+// Running a shell command (asyncio docs, Subprocesses):
 //
 //   async def run(cmd):
 //       proc = await asyncio.create_subprocess_shell(

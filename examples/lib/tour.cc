@@ -1,4 +1,4 @@
-// Every example of the notes that needs no network, subprocess or executor,
+// Every example that needs no network, subprocess or executor,
 // in the order of examples.h, each under a header.
 #include <iostream>
 

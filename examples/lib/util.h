@@ -12,7 +12,7 @@ std::string strftime_x();
 // str(datetime.datetime.now()): "YYYY-MM-DD HH:MM:SS.ffffff", local time.
 std::string datetime_now();
 
-// The `finally: loop.close()` of the notes' low-level examples. It also
+// The `finally: loop.close()` of the low-level examples of the asyncio docs. It also
 // forgets the thread's (now closed) loop, as asyncio.set_event_loop(None),
 // so that the next get_event_loop() makes a fresh one: the tour runs several
 // of these examples in one thread.

@@ -1,4 +1,4 @@
-// Section 4.(7) of the notes, wait:
+// asyncio.wait (asyncio docs, Coroutines and Tasks, "Waiting Primitives"):
 //
 //   async def foo():
 //       return 42

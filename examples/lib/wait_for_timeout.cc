@@ -1,4 +1,5 @@
-// Section 4.(6) of the notes, wait_for (times divided by ten):
+// asyncio.wait_for (asyncio docs, Coroutines and Tasks, "Timeouts"; times
+// divided by ten):
 //
 //   async def eternity():
 //       # Sleep for one hour
