@@ -446,6 +446,8 @@ void EventLoop::run_forever() {
 void EventLoop::stop() { stopping_ = true; }
 
 void EventLoop::run_once() {
+  // Scheduled while the loop was not running: before it may sleep.
+  if (end_of_iteration_head_ != nullptr) run_end_of_iteration(/*discard=*/false);
   drain_remote_queue();
   // Drop cancelled timers at the head so they do not shorten the wait.
   while (!timers_.empty() && timers_.front().node->cancelled) {
@@ -476,12 +478,24 @@ void EventLoop::run_once() {
   ready_head_ = ready_tail_ = nullptr;
   if (debug_) {
     run_batch_timed(node);
-    return;
+  } else {
+    while (node != nullptr) {
+      Runnable* next = node->next_in_queue;
+      node->invoke(node, /*discard=*/false);
+      node = next;
+    }
   }
-  while (node != nullptr) {
-    Runnable* next = node->next_in_queue;
-    node->invoke(node, /*discard=*/false);
-    node = next;
+  if (end_of_iteration_head_ != nullptr) run_end_of_iteration(/*discard=*/false);
+}
+
+void EventLoop::run_end_of_iteration(bool discard) {
+  // A node may schedule others (a flush that wakes a protocol that writes
+  // elsewhere): they run in this same pass.
+  while (end_of_iteration_head_ != nullptr) {
+    Runnable* node = end_of_iteration_head_;
+    end_of_iteration_head_ = node->next_in_queue;
+    if (end_of_iteration_head_ == nullptr) end_of_iteration_tail_ = nullptr;
+    node->invoke(node, discard);
   }
 }
 
@@ -694,8 +708,10 @@ void EventLoop::dispatch_signals() {
 
 void EventLoop::discard_pending() {
   // Nodes may schedule others while being discarded: repeat until empty.
-  while (ready_head_ != nullptr || remote_head_.load() != nullptr || !timers_.empty()) {
+  while (ready_head_ != nullptr || remote_head_.load() != nullptr || !timers_.empty() ||
+         end_of_iteration_head_ != nullptr) {
     drain_remote_queue();
+    run_end_of_iteration(/*discard=*/true);
     Runnable* node = ready_head_;
     ready_head_ = ready_tail_ = nullptr;
     while (node != nullptr) {

@@ -200,6 +200,24 @@ class EventLoop {
     }
     enqueue(&node);
   }
+  // Runs `node` once the batch of callbacks in progress is done, before the
+  // loop polls for I/O again (loop thread only; when the loop is not
+  // running, at the end of its next iteration). Lets a layer coalesce what
+  // several callbacks of one iteration did: transports send the writes of
+  // one iteration with one syscall. On a closed loop the node is discarded.
+  void schedule_at_end_of_iteration(Runnable& node) {
+    if (closed_.load(std::memory_order_relaxed)) {
+      node.invoke(&node, /*discard=*/true);
+      return;
+    }
+    node.next_in_queue = nullptr;
+    if (end_of_iteration_tail_ != nullptr) {
+      end_of_iteration_tail_->next_in_queue = &node;
+    } else {
+      end_of_iteration_head_ = &node;
+    }
+    end_of_iteration_tail_ = &node;
+  }
 
   // --- running --------------------------------------------------------------
   // Runs until stop(); the batch of callbacks in progress when stop() is
@@ -275,6 +293,7 @@ class EventLoop {
   };
 
   void run_once();
+  void run_end_of_iteration(bool discard);
   void run_batch_timed(Runnable* batch);  // debug mode: reports slow callbacks
   void check_open() const;
   void enqueue(Runnable* node) {
@@ -304,6 +323,9 @@ class EventLoop {
   // Ready queue (loop thread).
   Runnable* ready_head_ = nullptr;
   Runnable* ready_tail_ = nullptr;
+  // Nodes to run after the batch (schedule_at_end_of_iteration).
+  Runnable* end_of_iteration_head_ = nullptr;
+  Runnable* end_of_iteration_tail_ = nullptr;
   // Lock-free stack of nodes pushed by other threads.
   std::atomic<loop_internal::CallbackNode*> remote_head_{nullptr};
   std::atomic<int> remote_posters_{0};  // threads inside call_soon_threadsafe

@@ -28,6 +28,69 @@ TEST(EventLoopTest, CallSoonRunsInOrder) {
   EXPECT_EQ(order, (std::vector<int>{0, 1, 2, 3, 4}));
 }
 
+// A node scheduled at the end of the iteration runs after the whole batch
+// and before anything the batch scheduled; one it schedules runs in the
+// same pass.
+struct RecordingNode : Runnable {
+  RecordingNode(std::vector<std::string>* log, std::string name)
+      : Runnable(&RecordingNode::fire), log(log), name(std::move(name)) {}
+  static void fire(Runnable* self, bool discard) {
+    auto* node = static_cast<RecordingNode*>(self);
+    node->log->push_back(discard ? "discarded " + node->name : node->name);
+    if (node->then != nullptr && !discard) node->loop->schedule_at_end_of_iteration(*node->then);
+  }
+  std::vector<std::string>* log;
+  std::string name;
+  EventLoop* loop = nullptr;
+  RecordingNode* then = nullptr;
+};
+
+TEST(EventLoopTest, EndOfIterationNodesRunAfterTheBatch) {
+  auto loop = new_event_loop();
+  std::vector<std::string> seen;
+  RecordingNode second(&seen, "end 2");
+  RecordingNode first(&seen, "end 1");
+  first.loop = loop.get();
+  first.then = &second;
+  loop->call_soon([&] {
+    seen.push_back("a");
+    loop->schedule_at_end_of_iteration(first);
+    loop->call_soon([&] {
+      seen.push_back("next batch");
+      loop->stop();
+    });
+  });
+  loop->call_soon([&] { seen.push_back("b"); });
+  loop->run_forever();
+  EXPECT_EQ(seen, (std::vector<std::string>{"a", "b", "end 1", "end 2", "next batch"}));
+}
+
+TEST(EventLoopTest, EndOfIterationNodeScheduledBeforeRunningRunsFirst) {
+  auto loop = new_event_loop();
+  std::vector<std::string> seen;
+  RecordingNode node(&seen, "end");
+  loop->schedule_at_end_of_iteration(node);
+  // No callback and no timer: the loop would sleep forever if the node did
+  // not run before it polls.
+  loop->call_later(std::chrono::hours(1), [] {});
+  loop->call_soon_threadsafe([&] { loop->stop(); });
+  loop->run_forever();
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.front(), "end");
+}
+
+TEST(EventLoopTest, EndOfIterationNodesAreDiscardedOnClose) {
+  auto loop = new_event_loop();
+  std::vector<std::string> seen;
+  RecordingNode node(&seen, "end");
+  loop->schedule_at_end_of_iteration(node);
+  loop->close();
+  EXPECT_EQ(seen, (std::vector<std::string>{"discarded end"}));
+  RecordingNode late(&seen, "late");
+  loop->schedule_at_end_of_iteration(late);
+  EXPECT_EQ(seen.back(), "discarded late");
+}
+
 TEST(EventLoopTest, StopFinishesTheCurrentBatchOnly) {
   auto loop = new_event_loop();
   std::vector<std::string> seen;

@@ -269,74 +269,101 @@ void SocketTransport::on_eof() {
 
 // --- writing ---------------------------------------------------------------
 
+namespace {
+
+// Writes that leave the pending bytes under this size wait for the end of
+// the loop iteration, so that the small writes of one iteration (a reply per
+// pipelined request) leave with one syscall. Larger ones go at once, behind
+// what is pending, without being copied.
+constexpr size_t kCoalesceLimit = 16 * 1024;
+constexpr size_t kMaxIov = 64;
+
+}  // namespace
+
 void SocketTransport::write(std::string_view data) {
   if (eof_) throw std::runtime_error("Cannot call write() after write_eof()");
   if (sendfile_in_progress_) throw std::runtime_error("unable to write; sendfile is in progress");
   if (data.empty() || closing_ || conn_lost_) return;
-  if (get_write_buffer_size() == 0) {
-    // Try the socket first; buffer only what it did not take.
-    ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n < 0) {
-      if (!would_block(errno)) {
-        fatal_error(os_error(errno, "send"), "Fatal write error on socket transport");
-        return;
-      }
-      n = 0;
-    }
-    if (static_cast<size_t>(n) == data.size()) return;
-    data.remove_prefix(static_cast<size_t>(n));
+  if (writer_registered_) {  // the socket is full: wait for it
+    buffer_rest(data.data(), data.size());
+    return;
   }
-  buffer_rest(data.data(), data.size());
+  if (get_write_buffer_size() + data.size() < std::min(kCoalesceLimit, high_)) {
+    defer(data.data(), data.size());
+    return;
+  }
+  iovec iov{const_cast<char*>(data.data()), data.size()};
+  send_now(&iov, 1);
 }
 
 void SocketTransport::writelines(const std::vector<std::string>& data) {
   if (eof_) throw std::runtime_error("Cannot call writelines() after write_eof()");
+  if (sendfile_in_progress_) throw std::runtime_error("unable to write; sendfile is in progress");
   if (closing_ || conn_lost_) return;
-  if (get_write_buffer_size() != 0) {
+  size_t total = 0;
+  for (const std::string& s : data) total += s.size();
+  if (total == 0) return;
+  if (writer_registered_) {
     for (const std::string& s : data) buffer_rest(s.data(), s.size());
     return;
   }
-  // One sendmsg for all of it, then buffer what is left.
-  constexpr size_t kMaxIov = 64;
-  size_t i = 0;
-  while (i < data.size()) {
-    iovec iov[kMaxIov];
-    size_t count = 0, total = 0;
-    for (size_t j = i; j < data.size() && count < kMaxIov; ++j) {
-      if (data[j].empty()) continue;
-      iov[count].iov_base = const_cast<char*>(data[j].data());
-      iov[count].iov_len = data[j].size();
-      total += data[j].size();
-      ++count;
-    }
-    size_t end = i;
-    for (size_t seen = 0; end < data.size() && seen < count; ++end) {
-      if (!data[end].empty()) ++seen;
-    }
-    if (count == 0) return;
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = count;
-    ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (!would_block(errno)) {
-        fatal_error(os_error(errno, "sendmsg"), "Fatal write error on socket transport");
-        return;
-      }
-      n = 0;
-    }
-    size_t sent = static_cast<size_t>(n);
-    if (sent == total) {
-      i = end;
+  if (get_write_buffer_size() + total < std::min(kCoalesceLimit, high_)) {
+    for (const std::string& s : data) defer(s.data(), s.size());
+    return;
+  }
+  // One sendmsg per kMaxIov - 1 pieces (the pending buffer takes one slot);
+  // once the socket is full, the rest is buffered.
+  iovec iov[kMaxIov - 1];
+  size_t count = 0;
+  for (const std::string& s : data) {
+    if (s.empty()) continue;
+    if (writer_registered_ || conn_lost_) {
+      if (!conn_lost_) buffer_rest(s.data(), s.size());
       continue;
     }
-    // Partial: buffer the rest of this batch and everything after it.
-    for (size_t j = i; j < data.size(); ++j) {
-      size_t skip = std::min(sent, data[j].size());
-      sent -= skip;
-      buffer_rest(data[j].data() + skip, data[j].size() - skip);
+    iov[count++] = iovec{const_cast<char*>(s.data()), s.size()};
+    if (count == kMaxIov - 1) {
+      send_now(iov, count);
+      count = 0;
     }
-    return;
+  }
+  if (count > 0 && !conn_lost_) send_now(iov, count);
+}
+
+void SocketTransport::send_now(const iovec* data, size_t count) {
+  iovec iov[kMaxIov];
+  size_t used = 0;
+  const size_t pending = get_write_buffer_size();
+  if (pending > 0) iov[used++] = iovec{buffer_.data() + buffer_offset_, pending};
+  for (size_t i = 0; i < count && used < kMaxIov; ++i) iov[used++] = data[i];
+  msghdr msg{};
+  msg.msg_iov = iov;
+  msg.msg_iovlen = used;
+  ssize_t n = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+  if (n < 0) {
+    if (!would_block(errno)) {
+      fatal_error(os_error(errno, "send"), "Fatal write error on socket transport");
+      return;
+    }
+    n = 0;
+  }
+  size_t sent = static_cast<size_t>(n);
+  const size_t from_buffer = std::min(sent, pending);
+  buffer_offset_ += from_buffer;
+  sent -= from_buffer;
+  for (size_t i = 0; i < count; ++i) {
+    const size_t skip = std::min(sent, data[i].iov_len);
+    sent -= skip;
+    buffer_rest(static_cast<const char*>(data[i].iov_base) + skip, data[i].iov_len - skip);
+  }
+  if (get_write_buffer_size() == 0) {
+    flushed();
+  } else {
+    if (!writer_registered_) {
+      loop_.add_writer(fd_, [this] { on_writable(); });
+      writer_registered_ = true;
+    }
+    maybe_resume_protocol();
   }
 }
 
@@ -352,6 +379,33 @@ void SocketTransport::buffer_rest(const char* data, size_t size) {
     writer_registered_ = true;
   }
   maybe_pause_protocol();
+}
+
+void SocketTransport::defer(const char* data, size_t size) {
+  if (size == 0) return;
+  if (get_write_buffer_size() == 0) {
+    buffer_.clear();
+    buffer_offset_ = 0;
+  }
+  buffer_.append(data, size);
+  if (!flush_scheduled_) {
+    flush_scheduled_ = true;
+    flush_node_.transport = this;
+    loop_.schedule_at_end_of_iteration(flush_node_);
+  }
+  maybe_pause_protocol();
+}
+
+void SocketTransport::run_flush(Runnable* node, bool discard) {
+  SocketTransport* self = static_cast<FlushNode*>(node)->transport;
+  self->flush_scheduled_ = false;
+  if (!discard) self->flush_deferred();
+}
+
+void SocketTransport::flush_deferred() {
+  // Sent already by a larger write, or waiting for the socket.
+  if (conn_lost_ || writer_registered_ || get_write_buffer_size() == 0) return;
+  send_now(nullptr, 0);
 }
 
 void SocketTransport::on_writable() {

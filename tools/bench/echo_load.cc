@@ -3,7 +3,7 @@
 //
 //   echo_load --port P [--host 127.0.0.1] [--connections 10] [--size 1024]
 //             [--seconds 2] [--requests M] [--warmup 0.2] [--server-pid PID]
-//             [--verify] [--tls] [--ca-file FILE] [--handshakes]
+//             [--verify] [--tls] [--ca-file FILE] [--handshakes] [--pipeline K]
 //
 // Opens N connections; each sends an S-byte message and waits for all S
 // bytes to come back before sending the next. Runs for --seconds, or until
@@ -19,6 +19,11 @@
 // server_user_us_per_req its utime alone per request (the kernel's TCP work
 // is the same for every server; user time is what differs); the server
 // fields are -1 without it. --verify checks every echoed byte.
+//
+// --pipeline K: each connection sends K requests at once, each a line of S
+// bytes ending in '\n', and waits for all K*S bytes before the next batch
+// (the request/response servers answer each line with one write). Counted
+// are requests; latency is per batch; the JSON gains "pipeline".
 //
 // --tls: the connections speak TLS: OpenSSL over the non-blocking sockets,
 // TLS 1.3 with OpenSSL's default suites, no session resumption. The
@@ -81,6 +86,7 @@ struct Options {
   bool tls = false;
   std::string ca_file;  // empty: the server's certificate is not checked
   bool handshakes = false;
+  int pipeline = 1;  // requests sent at once
 };
 
 // Where a --handshakes connection is in its cycle (a --tls echo connection
@@ -186,6 +192,8 @@ Options Parse(int argc, char** argv) {
       o.warmup = std::atof(value().c_str());
     } else if (name == "--server-pid") {
       o.server_pid = std::atoi(value().c_str());
+    } else if (name == "--pipeline") {
+      o.pipeline = std::atoi(value().c_str());
     } else if (name == "--verify") {
       o.verify = true;
     } else if (name == "--tls") {
@@ -204,6 +212,9 @@ Options Parse(int argc, char** argv) {
   if (o.port <= 0 || o.port > 65535) Usage("--port is required");
   if (o.connections <= 0 || (o.size == 0 && !o.handshakes)) {
     Usage("--connections and --size must be > 0");
+  }
+  if (o.pipeline < 1 || o.pipeline > 1024 || (o.pipeline > 1 && (o.tls || o.size < 2))) {
+    Usage("--pipeline must be in [1, 1024], without --tls, with --size >= 2");
   }
   if (!(o.seconds > 0) || o.seconds > 3600) Usage("--seconds must be in (0, 3600]");
   if (o.warmup < 0 || o.warmup > 60) Usage("--warmup must be in [0, 60]");
@@ -478,8 +489,16 @@ std::string Message(size_t size) {
 // --- ping-pong ------------------------------------------------------------------------
 
 int RunEcho(const Options& o, SSL_CTX* ctx) {
-  const std::string message = Message(o.size);
-  std::vector<char> rbuf(std::max<size_t>(o.size, 256 * 1024));
+  // A batch is --pipeline requests sent at once; each is a line (--size
+  // bytes, the last one '\n') when pipelining.
+  const size_t batch = o.size * o.pipeline;
+  std::string message = Message(o.size);
+  if (o.pipeline > 1) {
+    message.back() = '\n';
+    std::string one = message;
+    for (int k = 1; k < o.pipeline; ++k) message += one;
+  }
+  std::vector<char> rbuf(std::max<size_t>(batch, 256 * 1024));
 
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) Die("epoll_create1");
@@ -535,12 +554,12 @@ int RunEcho(const Options& o, SSL_CTX* ctx) {
   // Sends what the socket takes of the current message.
   auto push = [&](size_t i) {
     Conn& c = conns[i];
-    while (c.sent < o.size) {
-      size_t n = SendSome(c, message.data() + c.sent, o.size - c.sent);
+    while (c.sent < batch) {
+      size_t n = SendSome(c, message.data() + c.sent, batch - c.sent);
       if (n == 0) break;
       c.sent += n;
     }
-    SetOut(ep, conns, i, WantsOut(c, o.size));
+    SetOut(ep, conns, i, WantsOut(c, batch));
   };
 
   Window window(o);
@@ -569,13 +588,13 @@ int RunEcho(const Options& o, SSL_CTX* ctx) {
       // TLS: a write may also wait for the socket to deliver, a read for it
       // to take data.
       const bool tls_write_waits_in = c.ssl != nullptr && !c.send_wants_write;
-      if (c.sent < o.size && ((ev & EPOLLOUT) || tls_write_waits_in)) push(i);
+      if (c.sent < batch && ((ev & EPOLLOUT) || tls_write_waits_in)) push(i);
       if (!(ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) && !(c.ssl != nullptr && c.recv_wants_write)) {
         continue;
       }
       // Read what is there, but never past the end of the current echo.
-      while (c.received < o.size) {
-        ssize_t r = RecvSome(c, rbuf.data(), o.size - c.received);
+      while (c.received < batch) {
+        ssize_t r = RecvSome(c, rbuf.data(), batch - c.received);
         if (r == 0) break;
         if (r < 0) {
           std::fprintf(stderr, "echo_load: server closed a connection\n");
@@ -588,14 +607,14 @@ int RunEcho(const Options& o, SSL_CTX* ctx) {
         }
         c.received += static_cast<size_t>(r);
       }
-      if (c.received < o.size) {
-        if (c.ssl != nullptr) SetOut(ep, conns, i, WantsOut(c, o.size));
+      if (c.received < batch) {
+        if (c.ssl != nullptr) SetOut(ep, conns, i, WantsOut(c, batch));
         continue;
       }
       // A full echo: one request done.
       const int64_t end = NowNs();
       if (window.counting()) {
-        ++done;
+        done += static_cast<uint64_t>(o.pipeline);
         latencies_us.push_back(static_cast<float>(static_cast<double>(end - c.start_ns) / 1e3));
         if (o.requests > 0 && done >= o.requests) window.End(end);
       }
@@ -623,6 +642,7 @@ int RunEcho(const Options& o, SSL_CTX* ctx) {
     if (c.fd >= 0) close(c.fd);  // a request still unanswered after the drain
   }
   close(ep);
+  if (o.pipeline > 1) tls_fields += ", \"pipeline\": " + std::to_string(o.pipeline);
   window.Report(done, latencies_us, tls_fields);
   return done > 0 ? 0 : 1;
 }

@@ -2,6 +2,8 @@
 // and the helpers the rest of //transports shares.
 #pragma once
 
+#include <sys/uio.h>
+
 #include <any>
 #include <cerrno>
 #include <cstddef>
@@ -122,7 +124,13 @@ class SocketTransport final : public Transport, public OpenTransport {
   void call_connection_lost(std::exception_ptr exc);
   void maybe_pause_protocol();
   void maybe_resume_protocol();
+  // Sends the pending buffer followed by `data` with one sendmsg; buffers
+  // what the socket did not take and waits for writability then.
+  void send_now(const iovec* data, size_t count);
   void buffer_rest(const char* data, size_t size);
+  void defer(const char* data, size_t size);
+  static void run_flush(Runnable* node, bool discard);
+  void flush_deferred();
   void flushed();
 
   EventLoop& loop_;
@@ -137,6 +145,13 @@ class SocketTransport final : public Transport, public OpenTransport {
   size_t high_ = 64 * 1024;
   size_t low_ = 16 * 1024;
   std::vector<Future<void>> flush_waiters_;
+  // Small writes wait in buffer_ until the end of the loop iteration, then
+  // leave with one syscall (uvloop's queued writes).
+  struct FlushNode : Runnable {
+    FlushNode() : Runnable(&SocketTransport::run_flush) {}
+    SocketTransport* transport = nullptr;
+  } flush_node_;
+  bool flush_scheduled_ = false;
   bool closing_ = false;
   bool conn_lost_ = false;
   bool paused_ = false;           // pause_reading()
