@@ -157,6 +157,7 @@ Coro<void> wait_children(std::vector<FutureStateBase*> children, std::optional<d
 }
 
 Coro<void> sleep_seconds(double seconds) {
+  check_timeout_not_nan(seconds, "sleep");
   if (!(seconds > 0)) {
     co_await YieldAwaiter{};
     co_return;

@@ -123,7 +123,8 @@ Coro<void> sleep_seconds(double seconds);
 }  // namespace futures_internal
 
 // Suspends the current task for `delay`; sleep(0s) yields to the loop for one
-// iteration.
+// iteration, an infinite delay sleeps until cancelled, and a NaN one throws
+// std::invalid_argument.
 template <class Rep, class Period>
 Coro<void> sleep(std::chrono::duration<Rep, Period> delay) {
   return futures_internal::sleep_seconds(std::chrono::duration<double>(delay).count());

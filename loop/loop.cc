@@ -82,6 +82,8 @@ constexpr auto kTimerLater = [](const auto& a, const auto& b) {
   return a.when > b.when || (a.when == b.when && a.seq > b.seq);
 };
 constexpr size_t kMinTimersForCleanup = 100;
+// The longest single wait in epoll: a day.
+constexpr double kMaxPollSeconds = 86400;
 
 }  // namespace
 
@@ -360,6 +362,8 @@ void EventLoop::drain_remote_queue() {
 
 TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb) {
   check_open();
+  // NaN compares false with everything: it would break the heap's order.
+  if (std::isnan(when)) throw std::invalid_argument("call_at: the time is NaN");
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
   node->when = when;
   node->in_heap = true;
@@ -460,8 +464,18 @@ void EventLoop::run_once() {
   if (ready_head_ != nullptr || stopping_) {
     timeout_ns = 0;
   } else if (!timers_.empty()) {
-    double delay = timers_.front().when - time();
-    timeout_ns = delay <= 0 ? 0 : static_cast<int64_t>(std::ceil(delay * 1e9));
+    const double delay = timers_.front().when - time();
+    if (delay <= 0) {
+      timeout_ns = 0;
+    } else if (std::isinf(delay)) {
+      timeout_ns = -1;  // only timers that never fire
+    } else if (delay >= kMaxPollSeconds) {
+      // Converting a larger delay to nanoseconds would overflow; waking up
+      // to look again is harmless.
+      timeout_ns = static_cast<int64_t>(kMaxPollSeconds) * 1000000000;
+    } else {
+      timeout_ns = static_cast<int64_t>(std::ceil(delay * 1e9));
+    }
   } else {
     timeout_ns = -1;
   }

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -111,6 +112,47 @@ TEST(EventLoopTest, CallLaterWaitsAtLeastTheDelay) {
   EXPECT_NEAR(h.when(), start + 0.02, 0.005);
   loop->run_forever();
   EXPECT_GE(fired - start, 0.02);
+}
+
+TEST(EventLoopTest, NanTimesAreRejected) {
+  auto loop = new_event_loop();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  bool ran = false;
+  EXPECT_THROW(loop->call_at(nan, [&] { ran = true; }), std::invalid_argument);
+  EXPECT_THROW(loop->call_later(std::chrono::duration<double>(nan), [&] { ran = true; }),
+               std::invalid_argument);
+  EXPECT_THROW(loop->set_slow_callback_duration(nan), std::invalid_argument);
+  // Nothing reached the heap: the loop still orders its timers.
+  std::vector<int> order;
+  loop->call_later(2ms, [&] { order.push_back(2); });
+  loop->call_later(1ms, [&] { order.push_back(1); });
+  loop->call_later(3ms, [&] { loop->stop(); });
+  loop->run_forever();
+  EXPECT_EQ(order, (std::vector<int>{1, 2}));
+  EXPECT_FALSE(ran);
+}
+
+TEST(EventLoopTest, InfiniteTimesMeanNeverAndNow) {
+  auto loop = new_event_loop();
+  const double inf = std::numeric_limits<double>::infinity();
+  bool never_ran = false;
+  bool now_ran = false;
+  TimerHandle never =
+      loop->call_later(std::chrono::duration<double>(inf), [&] { never_ran = true; });
+  loop->call_at(inf, [&] { never_ran = true; });
+  loop->call_later(std::chrono::duration<double>(1e300), [&] { never_ran = true; });
+  EXPECT_EQ(never.when(), inf);
+  loop->call_later(std::chrono::duration<double>(-inf), [&] { now_ran = true; });
+  std::thread waker;
+  loop->call_at(-inf, [&] {
+    // Only timers that never fire are left: the loop must block until woken,
+    // not spin and not overflow computing the wait.
+    waker = std::thread([&] { loop->call_soon_threadsafe([&] { loop->stop(); }); });
+  });
+  loop->run_forever();
+  waker.join();
+  EXPECT_TRUE(now_ran);
+  EXPECT_FALSE(never_ran);
 }
 
 TEST(EventLoopTest, CancelledTimersDoNotRunAndAreCleanedUp) {
