@@ -71,6 +71,7 @@ auto run_until_complete(EventLoop& loop, A&& aw) -> await_result_t<A> {
     if constexpr (iscoroutine<A>) {
       return create_task(loop, std::forward<A>(aw));
     } else {
+      futures_internal::check_same_loop(*aw.state_ptr(), loop);
       return Future<R>(aw);
     }
   }();

@@ -441,6 +441,15 @@ AsCompleted<await_result_t<A>> as_completed(std::vector<A> aws, OptionalTimeout 
   using R = await_result_t<A>;
   if (timeout) futures_internal::check_timeout_not_nan(timeout->count(), "as_completed");
   auto state = std::make_shared<futures_internal::AsCompletedState<R>>();
+  if constexpr (isfuture<A>) {
+    // As asyncio: every future on one loop (the running one, if any), checked
+    // before anything starts.
+    if (!aws.empty()) {
+      EventLoop* running = running_loop_or_null();
+      const EventLoop& loop = running != nullptr ? *running : aws[0].get_loop();
+      for (const A& a : aws) futures_internal::check_same_loop(*a.state_ptr(), loop);
+    }
+  }
   for (A& a : aws) {
     Future<R> f = ensure_future(std::move(a));
     bool duplicate = false;
