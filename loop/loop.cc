@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
@@ -82,6 +83,11 @@ constexpr auto kTimerLater = [](const auto& a, const auto& b) {
   return a.when > b.when || (a.when == b.when && a.seq > b.seq);
 };
 constexpr size_t kMinTimersForCleanup = 100;
+// epoll_pwait2 (Linux 5.11) answered ENOSYS: an older kernel, or a seccomp
+// sandbox (containers, gVisor). From then on the loop waits with epoll_wait,
+// in milliseconds.
+std::atomic<bool> g_epoll_pwait2_refused{false};
+
 // The longest single wait in epoll: a day.
 constexpr double kMaxPollSeconds = 86400;
 
@@ -517,13 +523,22 @@ void EventLoop::run_batch_timed(Runnable* node) {
 void EventLoop::poll_io(int64_t timeout_ns) {
   constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
-  int n;
-  if (timeout_ns < 0) {
-    n = ::epoll_wait(epoll_fd_, events, kMaxEvents, -1);
-  } else {
+  int n = -1;
+  bool polled = false;
+  if (timeout_ns >= 0 && !g_epoll_pwait2_refused.load(std::memory_order_relaxed)) {
     timespec ts{static_cast<time_t>(timeout_ns / 1000000000),
                 static_cast<long>(timeout_ns % 1000000000)};
     n = ::epoll_pwait2(epoll_fd_, events, kMaxEvents, &ts, nullptr);
+    polled = n >= 0 || errno != ENOSYS;
+    if (!polled) g_epoll_pwait2_refused.store(true, std::memory_order_relaxed);
+  }
+  if (!polled) {
+    // Whole milliseconds, rounded up: a timer may fire late, never early.
+    const int timeout_ms =
+        timeout_ns < 0 ? -1
+                       : static_cast<int>(std::min<int64_t>((timeout_ns + 999999) / 1000000,
+                                                            std::numeric_limits<int>::max()));
+    n = ::epoll_wait(epoll_fd_, events, kMaxEvents, timeout_ms);
   }
   if (n < 0) {
     if (errno == EINTR) return;
