@@ -24,9 +24,15 @@
 #include <typeinfo>
 #include <unordered_set>
 
+#include "loop/internal/test_hooks.h"
+
 namespace asyncio {
 
 using loop_internal::CallbackNode;
+using loop_internal::TestHooks;
+
+std::atomic<TestHooks::Hook> TestHooks::threadsafe_post_checked{nullptr};
+std::atomic<TestHooks::Hook> TestHooks::waiting_for_posters{nullptr};
 
 namespace {
 
@@ -278,13 +284,21 @@ EventLoop::~EventLoop() {
   // is still a valid object they may talk to.
   for (int i = kMaxExtensions - 1; i >= 0; --i) extensions_[i].reset();
   discard_pending();  // anything an extension's teardown scheduled
-  // A thread whose call_soon_threadsafe led here may not have returned yet
-  // (it writes wake_fd_ after pushing its node).
-  while (remote_posters_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  // A caller that found the loop closed may still be leaving
+  // call_soon_threadsafe (its count is in this object).
+  wait_for_posters();
   ::close(wake_fd_);
   if (t_event_loop == this) t_event_loop = nullptr;
   std::lock_guard<std::mutex> lock(g_live_loops_mu);
   live_loops().erase(this);
+}
+
+void EventLoop::wait_for_posters() {
+  // Callers never block inside call_soon_threadsafe: this wait is short.
+  while (remote_posters_.load(std::memory_order_seq_cst) != 0) {
+    if (auto hook = TestHooks::waiting_for_posters.load(std::memory_order_relaxed)) hook();
+    std::this_thread::yield();
+  }
 }
 
 bool EventLoop::exists(const EventLoop* loop) {
@@ -322,16 +336,19 @@ Handle EventLoop::call_soon(absl::AnyInvocable<void()> cb) {
 
 Handle EventLoop::call_soon_threadsafe(absl::AnyInvocable<void()> cb) {
   // The callback may end the loop's life (stop it, and its thread destroys
-  // it) before this call returns: the destructor waits for in-flight callers
-  // before closing the wake-up descriptor.
+  // it) before this call returns, and close() must not miss a node pushed
+  // after it drained the queue: both wait for in-flight callers. Sequentially
+  // consistent, with close()'s store of closed_ and its reading of the count:
+  // either close() sees this caller, or this caller sees the loop closed.
   struct InFlight {
     std::atomic<int>& n;
     explicit InFlight(std::atomic<int>& count) : n(count) {
-      n.fetch_add(1, std::memory_order_relaxed);
+      n.fetch_add(1, std::memory_order_seq_cst);
     }
     ~InFlight() { n.fetch_sub(1, std::memory_order_release); }
   } in_flight(remote_posters_);
-  check_open();
+  if (closed_.load(std::memory_order_seq_cst)) throw std::runtime_error("Event loop is closed");
+  if (auto hook = TestHooks::threadsafe_post_checked.load(std::memory_order_relaxed)) hook();
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/true);
   CallbackNode* head = remote_head_.load(std::memory_order_relaxed);
   do {
@@ -745,6 +762,11 @@ void EventLoop::discard_pending() {
 void EventLoop::close() {
   if (running_) throw std::runtime_error("Cannot close a running event loop");
   if (closed_.exchange(true)) return;
+  // Callers of call_soon_threadsafe that got past the closed check push
+  // their nodes first, so that they are discarded too (a
+  // run_coroutine_threadsafe caller would otherwise wait forever). Those
+  // that come later find the loop closed.
+  wait_for_posters();
   discard_pending();
   for (auto& ext : extensions_) {
     if (ext) ext->on_close();

@@ -214,8 +214,9 @@ class EventLoop {
   void stop();
   bool is_running() const { return running_; }
   bool is_closed() const { return closed_; }
-  // Drops pending callbacks, removes signal handlers, shuts down the default
-  // executor without waiting. Throws std::runtime_error if running.
+  // Drops pending callbacks (those that other threads are posting at that
+  // moment too), removes signal handlers, shuts down the default executor
+  // without waiting. Throws std::runtime_error if running.
   void close();
 
   // --- I/O readiness (level-triggered, as asyncio's selector loop) ----------
@@ -300,6 +301,7 @@ class EventLoop {
   void pop_due_timers();
   void timer_cancelled();
   void discard_pending();
+  void wait_for_posters();  // until no thread is inside call_soon_threadsafe
   FdWatch& watch_for(int fd);
   void add_watch(int fd, bool writer, absl::AnyInvocable<void()> cb);
   bool remove_watch(int fd, bool writer);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "loop/internal/test_hooks.h"
 
 namespace asyncio {
 namespace {
@@ -469,6 +470,35 @@ TEST(EventLoopTest, CloseDropsPendingCallbacksAndTheirCaptures) {
   EXPECT_EQ(token.use_count(), 3);
   loop->close();
   EXPECT_EQ(token.use_count(), 1);
+}
+
+// A call_soon_threadsafe caller paused past its closed check while the loop
+// is destroyed: its node must still be discarded (its captures released), not
+// pushed after the last look at the queue.
+std::atomic<bool> g_poster_paused{false};
+std::atomic<bool> g_closer_waiting{false};
+
+TEST(EventLoopTest, CallbackPostedWhileTheLoopIsDestroyedIsReleased) {
+  using loop_internal::TestHooks;
+  TestHooks::threadsafe_post_checked = [] {
+    g_poster_paused = true;
+    while (!g_closer_waiting) std::this_thread::yield();
+  };
+  TestHooks::waiting_for_posters = [] { g_closer_waiting = true; };
+  auto loop = new_event_loop();
+  auto token = std::make_shared<int>(0);
+  std::weak_ptr<int> released = token;
+  bool ran = false;
+  std::thread poster([raw = loop.get(), token = std::move(token), &ran]() mutable {
+    raw->call_soon_threadsafe([token = std::move(token), &ran] { ran = true; });
+  });
+  while (!g_poster_paused) std::this_thread::yield();
+  loop.reset();
+  poster.join();
+  TestHooks::threadsafe_post_checked = nullptr;
+  TestHooks::waiting_for_posters = nullptr;
+  EXPECT_FALSE(ran);
+  EXPECT_TRUE(released.expired()) << "the node was pushed after the loop's last look";
 }
 
 TEST(EventLoopTest, RunningAndThreadLoops) {
