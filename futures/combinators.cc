@@ -126,6 +126,7 @@ void WaitNode::on_done(CallbackNode* self, FutureStateBase* future) {
 
 Future<void> gather_children(EventLoop& loop, std::vector<FutureStateBase*> children,
                              bool return_exceptions) {
+  for (FutureStateBase* child : children) check_same_loop(*child, loop);
   auto* state = new GatherState(loop, std::move(children), return_exceptions);
   Future<void> outer(state);
   state->watch_children();
@@ -135,6 +136,7 @@ Future<void> gather_children(EventLoop& loop, std::vector<FutureStateBase*> chil
 Coro<void> wait_children(std::vector<FutureStateBase*> children, std::optional<double> timeout,
                          ReturnWhen when) {
   EventLoop& loop = get_running_loop();
+  for (FutureStateBase* child : children) check_same_loop(*child, loop);
   WaitContext ctx;
   ctx.waiter = create_future<void>(loop);
   ctx.counter = children.size();
@@ -157,6 +159,7 @@ Coro<void> wait_children(std::vector<FutureStateBase*> children, std::optional<d
 }
 
 Coro<void> sleep_seconds(double seconds) {
+  check_timeout_not_nan(seconds, "sleep");
   if (!(seconds > 0)) {
     co_await YieldAwaiter{};
     co_return;

@@ -1,6 +1,7 @@
 // gather, wait, wait_for, shield, as_completed and TaskGroup, with the
 // cancellation rules of asyncio 3.12.
 #include <chrono>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <variant>
@@ -234,6 +235,52 @@ TEST(WaitForTest, ZeroTimeout) {
     Task<int> slow = create_task(value_after(1s, 1));
     EXPECT_THROW(co_await wait_for(slow, 0s), TimeoutError);
     EXPECT_TRUE(slow.cancelled());
+  }());
+}
+
+TEST(WaitForTest, NanTimeoutIsRejectedAndTheAwaitableKept) {
+  run([]() -> Coro<void> {
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    Task<int> t = create_task(value_after(1ms, 6));
+    EXPECT_THROW(co_await wait_for(t, nan), std::invalid_argument);
+    EXPECT_THROW(co_await wait_for(value_after(1ms, 7), nan), std::invalid_argument);
+    EXPECT_EQ(co_await t, 6) << "the task was neither cancelled nor lost";
+    EXPECT_EQ(current_task()->cancelling(), 0);
+  }());
+}
+
+TEST(WaitForTest, InfiniteTimeoutNeverExpiresAndMinusInfinityIsNow) {
+  run([]() -> Coro<void> {
+    const auto inf = std::chrono::duration<double>(std::numeric_limits<double>::infinity());
+    EXPECT_EQ(co_await wait_for(value_after(2ms, 8), inf), 8);
+    Task<int> slow = create_task(value_after(1s, 1));
+    EXPECT_THROW(co_await wait_for(slow, -inf), TimeoutError);
+    EXPECT_TRUE(slow.cancelled());
+  }());
+}
+
+TEST(SleepTest, NanIsRejectedInfinitySleepsUntilCancelled) {
+  run([]() -> Coro<void> {
+    const double nan = std::numeric_limits<double>::quiet_NaN();
+    const double inf = std::numeric_limits<double>::infinity();
+    EXPECT_THROW(co_await sleep(std::chrono::duration<double>(nan)), std::invalid_argument);
+    EXPECT_THROW(co_await sleep(std::chrono::duration<double>(nan), 1), std::invalid_argument);
+    co_await sleep(std::chrono::duration<double>(-inf));  // one iteration, as sleep(0)
+    Task<void> forever = create_task(sleep(std::chrono::duration<double>(inf)));
+    co_await sleep(1ms);
+    EXPECT_FALSE(forever.done());
+    forever.cancel();
+    EXPECT_THROW(co_await forever, CancelledError);
+  }());
+}
+
+TEST(WaitTest, NanTimeoutIsRejected) {
+  run([]() -> Coro<void> {
+    const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    std::vector<Task<int>> tasks{create_task(value_after(1ms, 1))};
+    EXPECT_THROW(co_await wait(tasks, nan), std::invalid_argument);
+    EXPECT_THROW(as_completed(tasks, nan), std::invalid_argument);
+    EXPECT_EQ(co_await tasks[0], 1);
   }());
 }
 

@@ -161,6 +161,21 @@ bool FutureStateBase::cancel_future(std::string_view message) {
 
 bool FutureStateBase::cancel(std::string_view message) { return cancel_future(message); }
 
+void throw_bad_await(const TaskCore& task, const FutureStateBase& future) {
+  if (&future == &task) {
+    throw std::runtime_error("Task cannot await on itself: " + task.description());
+  }
+  throw std::runtime_error("Task " + task.description() + " got " + future.description() +
+                           " attached to a different loop");
+}
+
+void check_same_loop(const FutureStateBase& future, const EventLoop& loop) {
+  if (&future.loop() != &loop) [[unlikely]] {
+    throw std::invalid_argument(
+        "The future belongs to a different loop than the one specified as the loop argument");
+  }
+}
+
 void WakeNode::wake(CallbackNode* self, FutureStateBase* future) {
   if (future == nullptr) return;  // embedded in an awaiter; nothing to free
   TaskCore* task = static_cast<WakeNode*>(self)->task;
@@ -300,7 +315,9 @@ bool TaskCore::cancel(std::string_view message) {
   log_traceback_ = false;
   if (done()) return false;
   ++num_cancels_requested_;
-  if (waiting_on_ != nullptr && waiting_on_->cancel(message)) return true;
+  // Never a task itself: cancelling would recurse forever (awaiting oneself
+  // is refused, this is the last line of defence).
+  if (waiting_on_ != nullptr && waiting_on_ != this && waiting_on_->cancel(message)) return true;
   // The task is running or about to: it sees CancelledError at its next
   // suspension point.
   must_cancel_ = true;

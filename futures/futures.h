@@ -71,6 +71,7 @@ auto run_until_complete(EventLoop& loop, A&& aw) -> await_result_t<A> {
     if constexpr (iscoroutine<A>) {
       return create_task(loop, std::forward<A>(aw));
     } else {
+      futures_internal::check_same_loop(*aw.state_ptr(), loop);
       return Future<R>(aw);
     }
   }();
@@ -123,7 +124,8 @@ Coro<void> sleep_seconds(double seconds);
 }  // namespace futures_internal
 
 // Suspends the current task for `delay`; sleep(0s) yields to the loop for one
-// iteration.
+// iteration, an infinite delay sleeps until cancelled, and a NaN one throws
+// std::invalid_argument.
 template <class Rep, class Period>
 Coro<void> sleep(std::chrono::duration<Rep, Period> delay) {
   return futures_internal::sleep_seconds(std::chrono::duration<double>(delay).count());

@@ -2,6 +2,7 @@
 // lifetimes, run(), async generators.
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -317,6 +318,53 @@ TEST(TaskTest, RunUntilCompleteAcceptsCoroTaskAndFuture) {
   Future<std::string> f = create_future<std::string>(*loop);
   loop->call_soon([f]() mutable { f.set_result("done"); });
   EXPECT_EQ(run_until_complete(*loop, f), "done");
+}
+
+TEST(TaskTest, TaskAwaitingItselfGetsRuntimeError) {
+  run([]() -> Coro<void> {
+    auto await_self = []() -> Coro<void> {
+      std::optional<AnyTask> self = current_task();
+      co_await *self;
+    };
+    Task<void> t = create_task(await_self());
+    // A guard only: the task fails at once.
+    std::vector<Task<void>> one{t};
+    co_await wait(one, 10s);
+    EXPECT_TRUE(t.done());
+    if (!t.done()) co_return;
+    try {
+      co_await t;
+      ADD_FAILURE() << "no error";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("cannot await on itself"), std::string::npos);
+    }
+  }());
+}
+
+TEST(TaskTest, FutureOfAnotherLoopIsRefused) {
+  auto other = new_event_loop();
+  Future<int> foreign = create_future<int>(*other);
+  run([&]() -> Coro<void> {
+    // wait_for only bounds the wait if the await is accepted.
+    try {
+      co_await wait_for(foreign, 10s);
+      ADD_FAILURE() << "awaited a future of another loop";
+    } catch (const TimeoutError&) {
+      ADD_FAILURE() << "awaited a future of another loop";
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find("different loop"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(co_await gather(foreign), std::invalid_argument);
+    std::vector<Future<int>> futures{foreign};
+    EXPECT_THROW(co_await gather(futures), std::invalid_argument);
+    EXPECT_THROW(co_await wait(futures, 10s), std::invalid_argument);
+    EXPECT_THROW(as_completed(futures), std::invalid_argument);
+  }());
+  auto loop = new_event_loop();
+  TimerHandle guard = loop->call_later(10s, [&] { loop->stop(); });
+  EXPECT_THROW(run_until_complete(*loop, foreign), std::invalid_argument);
+  guard.cancel();
+  EXPECT_FALSE(foreign.done());
 }
 
 TEST(TaskTest, RunUntilCompleteStoppedEarlyThrows) {

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <system_error>
@@ -23,9 +24,15 @@
 #include <typeinfo>
 #include <unordered_set>
 
+#include "loop/internal/test_hooks.h"
+
 namespace asyncio {
 
 using loop_internal::CallbackNode;
+using loop_internal::TestHooks;
+
+std::atomic<TestHooks::Hook> TestHooks::threadsafe_post_checked{nullptr};
+std::atomic<TestHooks::Hook> TestHooks::waiting_for_posters{nullptr};
 
 namespace {
 
@@ -82,6 +89,13 @@ constexpr auto kTimerLater = [](const auto& a, const auto& b) {
   return a.when > b.when || (a.when == b.when && a.seq > b.seq);
 };
 constexpr size_t kMinTimersForCleanup = 100;
+// epoll_pwait2 (Linux 5.11) answered ENOSYS: an older kernel, or a seccomp
+// sandbox (containers, gVisor). From then on the loop waits with epoll_wait,
+// in milliseconds.
+std::atomic<bool> g_epoll_pwait2_refused{false};
+
+// The longest single wait in epoll: a day.
+constexpr double kMaxPollSeconds = 86400;
 
 }  // namespace
 
@@ -270,13 +284,21 @@ EventLoop::~EventLoop() {
   // is still a valid object they may talk to.
   for (int i = kMaxExtensions - 1; i >= 0; --i) extensions_[i].reset();
   discard_pending();  // anything an extension's teardown scheduled
-  // A thread whose call_soon_threadsafe led here may not have returned yet
-  // (it writes wake_fd_ after pushing its node).
-  while (remote_posters_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  // A caller that found the loop closed may still be leaving
+  // call_soon_threadsafe (its count is in this object).
+  wait_for_posters();
   ::close(wake_fd_);
   if (t_event_loop == this) t_event_loop = nullptr;
   std::lock_guard<std::mutex> lock(g_live_loops_mu);
   live_loops().erase(this);
+}
+
+void EventLoop::wait_for_posters() {
+  // Callers never block inside call_soon_threadsafe: this wait is short.
+  while (remote_posters_.load(std::memory_order_seq_cst) != 0) {
+    if (auto hook = TestHooks::waiting_for_posters.load(std::memory_order_relaxed)) hook();
+    std::this_thread::yield();
+  }
 }
 
 bool EventLoop::exists(const EventLoop* loop) {
@@ -314,16 +336,19 @@ Handle EventLoop::call_soon(absl::AnyInvocable<void()> cb) {
 
 Handle EventLoop::call_soon_threadsafe(absl::AnyInvocable<void()> cb) {
   // The callback may end the loop's life (stop it, and its thread destroys
-  // it) before this call returns: the destructor waits for in-flight callers
-  // before closing the wake-up descriptor.
+  // it) before this call returns, and close() must not miss a node pushed
+  // after it drained the queue: both wait for in-flight callers. Sequentially
+  // consistent, with close()'s store of closed_ and its reading of the count:
+  // either close() sees this caller, or this caller sees the loop closed.
   struct InFlight {
     std::atomic<int>& n;
     explicit InFlight(std::atomic<int>& count) : n(count) {
-      n.fetch_add(1, std::memory_order_relaxed);
+      n.fetch_add(1, std::memory_order_seq_cst);
     }
     ~InFlight() { n.fetch_sub(1, std::memory_order_release); }
   } in_flight(remote_posters_);
-  check_open();
+  if (closed_.load(std::memory_order_seq_cst)) throw std::runtime_error("Event loop is closed");
+  if (auto hook = TestHooks::threadsafe_post_checked.load(std::memory_order_relaxed)) hook();
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/true);
   CallbackNode* head = remote_head_.load(std::memory_order_relaxed);
   do {
@@ -360,6 +385,8 @@ void EventLoop::drain_remote_queue() {
 
 TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb) {
   check_open();
+  // NaN compares false with everything: it would break the heap's order.
+  if (std::isnan(when)) throw std::invalid_argument("call_at: the time is NaN");
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
   node->when = when;
   node->in_heap = true;
@@ -462,8 +489,18 @@ void EventLoop::run_once() {
   if (ready_head_ != nullptr || stopping_) {
     timeout_ns = 0;
   } else if (!timers_.empty()) {
-    double delay = timers_.front().when - time();
-    timeout_ns = delay <= 0 ? 0 : static_cast<int64_t>(std::ceil(delay * 1e9));
+    const double delay = timers_.front().when - time();
+    if (delay <= 0) {
+      timeout_ns = 0;
+    } else if (std::isinf(delay)) {
+      timeout_ns = -1;  // only timers that never fire
+    } else if (delay >= kMaxPollSeconds) {
+      // Converting a larger delay to nanoseconds would overflow; waking up
+      // to look again is harmless.
+      timeout_ns = static_cast<int64_t>(kMaxPollSeconds) * 1000000000;
+    } else {
+      timeout_ns = static_cast<int64_t>(std::ceil(delay * 1e9));
+    }
   } else {
     timeout_ns = -1;
   }
@@ -517,13 +554,22 @@ void EventLoop::run_batch_timed(Runnable* node) {
 void EventLoop::poll_io(int64_t timeout_ns) {
   constexpr int kMaxEvents = 256;
   epoll_event events[kMaxEvents];
-  int n;
-  if (timeout_ns < 0) {
-    n = ::epoll_wait(epoll_fd_, events, kMaxEvents, -1);
-  } else {
+  int n = -1;
+  bool polled = false;
+  if (timeout_ns >= 0 && !g_epoll_pwait2_refused.load(std::memory_order_relaxed)) {
     timespec ts{static_cast<time_t>(timeout_ns / 1000000000),
                 static_cast<long>(timeout_ns % 1000000000)};
     n = ::epoll_pwait2(epoll_fd_, events, kMaxEvents, &ts, nullptr);
+    polled = n >= 0 || errno != ENOSYS;
+    if (!polled) g_epoll_pwait2_refused.store(true, std::memory_order_relaxed);
+  }
+  if (!polled) {
+    // Whole milliseconds, rounded up: a timer may fire late, never early.
+    const int timeout_ms =
+        timeout_ns < 0 ? -1
+                       : static_cast<int>(std::min<int64_t>((timeout_ns + 999999) / 1000000,
+                                                            std::numeric_limits<int>::max()));
+    n = ::epoll_wait(epoll_fd_, events, kMaxEvents, timeout_ms);
   }
   if (n < 0) {
     if (errno == EINTR) return;
@@ -732,6 +778,11 @@ void EventLoop::discard_pending() {
 void EventLoop::close() {
   if (running_) throw std::runtime_error("Cannot close a running event loop");
   if (closed_.exchange(true)) return;
+  // Callers of call_soon_threadsafe that got past the closed check push
+  // their nodes first, so that they are discarded too (a
+  // run_coroutine_threadsafe caller would otherwise wait forever). Those
+  // that come later find the loop closed.
+  wait_for_posters();
   discard_pending();
   for (auto& ext : extensions_) {
     if (ext) ext->on_close();

@@ -18,6 +18,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -183,9 +184,13 @@ class EventLoop {
   Handle call_soon(absl::AnyInvocable<void()> cb);
   // Safe from any thread, any number at once; wakes the loop.
   Handle call_soon_threadsafe(absl::AnyInvocable<void()> cb);
+  // A NaN delay or time throws std::invalid_argument; +infinity means never
+  // (the callback waits until cancelled), -infinity means now.
   template <class Rep, class Period>
   TimerHandle call_later(std::chrono::duration<Rep, Period> delay, absl::AnyInvocable<void()> cb) {
-    return call_at(time() + std::chrono::duration<double>(delay).count(), std::move(cb));
+    const double seconds = std::chrono::duration<double>(delay).count();
+    if (std::isnan(seconds)) throw std::invalid_argument("call_later: the delay is NaN");
+    return call_at(time() + seconds, std::move(cb));
   }
   TimerHandle call_at(double when, absl::AnyInvocable<void()> cb);
   // Seconds on the monotonic clock that call_at uses.
@@ -227,8 +232,9 @@ class EventLoop {
   void stop();
   bool is_running() const { return running_; }
   bool is_closed() const { return closed_; }
-  // Drops pending callbacks, removes signal handlers, shuts down the default
-  // executor without waiting. Throws std::runtime_error if running.
+  // Drops pending callbacks (those that other threads are posting at that
+  // moment too), removes signal handlers, shuts down the default executor
+  // without waiting. Throws std::runtime_error if running.
   void close();
 
   // --- I/O readiness (level-triggered, as asyncio's selector loop) ----------
@@ -256,7 +262,11 @@ class EventLoop {
   void set_debug(bool enabled) { debug_ = enabled; }
   bool get_debug() const { return debug_; }
   // In debug mode, callbacks slower than this (seconds) are reported.
-  void set_slow_callback_duration(double seconds) { slow_callback_duration_ = seconds; }
+  // Throws std::invalid_argument for NaN.
+  void set_slow_callback_duration(double seconds) {
+    if (std::isnan(seconds)) throw std::invalid_argument("slow_callback_duration is NaN");
+    slow_callback_duration_ = seconds;
+  }
   double slow_callback_duration() const { return slow_callback_duration_; }
 
   // --- executor slot --------------------------------------------------------
@@ -310,6 +320,7 @@ class EventLoop {
   void pop_due_timers();
   void timer_cancelled();
   void discard_pending();
+  void wait_for_posters();  // until no thread is inside call_soon_threadsafe
   FdWatch& watch_for(int fd);
   void add_watch(int fd, bool writer, absl::AnyInvocable<void()> cb);
   bool remove_watch(int fd, bool writer);

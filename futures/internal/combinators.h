@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cmath>
 #include <deque>
 #include <memory>
 #include <optional>
@@ -69,6 +70,12 @@ enum class ReturnWhen { FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED };
 using OptionalTimeout = std::optional<std::chrono::duration<double>>;
 
 namespace futures_internal {
+
+// NaN compares false with everything: as a timeout it would never expire, or
+// break the timer heap's order.
+inline void check_timeout_not_nan(double seconds, const char* function) {
+  if (std::isnan(seconds)) throw std::invalid_argument(std::string(function) + ": timeout is NaN");
+}
 
 // void results become std::monostate in gather's tuple.
 template <class R>
@@ -226,7 +233,10 @@ requires isfuture<F> Coro<std::pair<std::vector<F>, std::vector<F>>> wait(
     ReturnWhen when = ReturnWhen::ALL_COMPLETED) {
   if (futures.empty()) throw std::invalid_argument("Set of Tasks/Futures is empty.");
   std::optional<double> seconds;
-  if (timeout) seconds = timeout->count();
+  if (timeout) {
+    seconds = timeout->count();
+    futures_internal::check_timeout_not_nan(*seconds, "wait");
+  }
   co_await futures_internal::wait_children(futures_internal::states_of(futures), seconds, when);
   std::pair<std::vector<F>, std::vector<F>> result;
   for (F& f : futures) (f.done() ? result.first : result.second).push_back(std::move(f));
@@ -246,6 +256,9 @@ struct CancelTimerOnExit {
 template <class A>
 Coro<await_result_t<A>> wait_for_impl(A aw, double timeout) {
   using R = await_result_t<A>;
+  if (std::isinf(timeout) && timeout > 0) {  // never expires, as wait_for(aw, None)
+    co_return co_await std::move(aw);
+  }
   if (timeout <= 0) {
     auto future = ensure_future(std::move(aw));
     if (!future.done()) {
@@ -295,10 +308,13 @@ Coro<await_result_t<A>> wait_for_impl(A aw, double timeout) {
 
 }  // namespace futures_internal
 
+// A NaN timeout throws std::invalid_argument (and leaves `aw` alone); +infinity
+// never expires; zero or less times out unless `aw` is already done.
 template <Awaitable A, class Rep, class Period>
 Coro<await_result_t<A>> wait_for(A&& aw, std::chrono::duration<Rep, Period> timeout) {
-  return futures_internal::wait_for_impl<std::remove_cvref_t<A>>(
-      std::forward<A>(aw), std::chrono::duration<double>(timeout).count());
+  const double seconds = std::chrono::duration<double>(timeout).count();
+  futures_internal::check_timeout_not_nan(seconds, "wait_for");
+  return futures_internal::wait_for_impl<std::remove_cvref_t<A>>(std::forward<A>(aw), seconds);
 }
 
 // ---------------------------------------------------------------------------
@@ -423,7 +439,17 @@ class AsCompleted {
 template <Awaitable A>
 AsCompleted<await_result_t<A>> as_completed(std::vector<A> aws, OptionalTimeout timeout = {}) {
   using R = await_result_t<A>;
+  if (timeout) futures_internal::check_timeout_not_nan(timeout->count(), "as_completed");
   auto state = std::make_shared<futures_internal::AsCompletedState<R>>();
+  if constexpr (isfuture<A>) {
+    // As asyncio: every future on one loop (the running one, if any), checked
+    // before anything starts.
+    if (!aws.empty()) {
+      EventLoop* running = running_loop_or_null();
+      const EventLoop& loop = running != nullptr ? *running : aws[0].get_loop();
+      for (const A& a : aws) futures_internal::check_same_loop(*a.state_ptr(), loop);
+    }
+  }
   for (A& a : aws) {
     Future<R> f = ensure_future(std::move(a));
     bool duplicate = false;

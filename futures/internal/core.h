@@ -314,6 +314,13 @@ struct WakeNode : CallbackNode {
   TaskCore* task = nullptr;
 };
 
+// RuntimeError as asyncio's Task.__step raises for a task awaiting itself or
+// a future of another loop.
+[[noreturn]] void throw_bad_await(const TaskCore& task, const FutureStateBase& future);
+// ValueError as asyncio's ensure_future(future, loop=loop) raises: the future
+// belongs to a loop other than `loop`.
+void check_same_loop(const FutureStateBase& future, const EventLoop& loop);
+
 // co_await on a Future<T> / Task<T>.
 template <class T>
 struct FutureAwaiter {
@@ -325,6 +332,11 @@ struct FutureAwaiter {
   bool await_ready() const noexcept { return state->done(); }
   void await_suspend(std::coroutine_handle<> h) {
     TaskCore& task = current_task_core_or_throw();
+    // Neither would ever wake the task: its own completion, or a future whose
+    // callbacks run on another loop's thread.
+    if (state == &task || &state->loop() != &task.loop()) [[unlikely]] {
+      throw_bad_await(task, *state);
+    }
     node.task = &task;
     state->add_callback(&node);
     task.suspend_on(state, h);
