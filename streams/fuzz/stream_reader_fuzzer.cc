@@ -7,6 +7,7 @@
 // waits for data, the next chunk is fed (EOF when the chunks run out). After
 // each feed the model says whether the operation can finish; the task must
 // be done exactly when the model says so, with the same result.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
