@@ -90,6 +90,19 @@ std::string canonical_name(const ares_addrinfo* ai) {
 
 }  // namespace
 
+std::vector<AddrInfo> addrinfo_from_ares(const ares_addrinfo& answer, const Service& service,
+                                         const AddrInfoHints& hints) {
+  std::vector<SocketAddress> addresses;
+  for (const ares_addrinfo_node* n = answer.nodes; n != nullptr; n = n->ai_next) {
+    if (n->ai_family != AF_INET && n->ai_family != AF_INET6) continue;
+    addresses.push_back(
+        SocketAddress::from_sockaddr(n->ai_addr, static_cast<socklen_t>(n->ai_addrlen)));
+  }
+  if (addresses.empty()) return {};
+  return build_addrinfo(std::move(addresses), service, hints, canonical_name(&answer),
+                        /*sort=*/true);
+}
+
 // ---------------------------------------------------------------------------
 // Requests
 
@@ -514,17 +527,12 @@ void ResolverCore::on_addrinfo(void* arg, int status, int /*timeouts*/,
     return;
   }
   try {
-    std::vector<SocketAddress> addresses;
+    std::vector<AddrInfo> results;
     if (status == ARES_SUCCESS && result != nullptr) {
-      for (const ares_addrinfo_node* n = result->nodes; n != nullptr; n = n->ai_next) {
-        if (n->ai_family != AF_INET && n->ai_family != AF_INET6) continue;
-        addresses.push_back(
-            SocketAddress::from_sockaddr(n->ai_addr, static_cast<socklen_t>(n->ai_addrlen)));
-      }
+      results = addrinfo_from_ares(*result, r->port, r->hints);
     }
-    if (!addresses.empty()) {
-      r->results = build_addrinfo(std::move(addresses), r->port, r->hints, canonical_name(result),
-                                  /*sort=*/true);
+    if (!results.empty()) {
+      r->results = std::move(results);
     } else {
       if (status == ARES_SUCCESS) status = ARES_ENODATA;
       std::optional<std::vector<AddrInfo>> fallback;

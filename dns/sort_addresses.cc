@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <utility>
 
 #include "dns/internal/addrinfo.h"
 
@@ -162,8 +163,14 @@ void sort_addresses(std::vector<SocketAddress>& addresses) {
     candidates[i].original = i;
     candidates[i].has_src = find_source(addresses[i], candidates[i].src);
   }
-  // Stable, and safe even if the rules do not make a strict weak order.
-  std::stable_sort(candidates.begin(), candidates.end(), precedes);
+  // Insertion sort: stable, safe even if the rules do not make a strict weak
+  // order, and answers are short. (Not std::stable_sort: its temporary
+  // buffer trips clang's deprecation warning in libstdc++ 12's headers.)
+  for (size_t i = 1; i < candidates.size(); ++i) {
+    for (size_t j = i; j > 0 && precedes(candidates[j], candidates[j - 1]); --j) {
+      std::swap(candidates[j], candidates[j - 1]);
+    }
+  }
   for (size_t i = 0; i < addresses.size(); ++i) addresses[i] = candidates[i].dst;
 }
 

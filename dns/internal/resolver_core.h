@@ -38,6 +38,12 @@ namespace asyncio::dns_internal {
 
 class LoopState;
 
+// getaddrinfo's answer for c-ares' answer: its IPv4 and IPv6 addresses (other
+// families are skipped) with `service`'s port, sorted as RFC 6724 says, the
+// canonical name at the end of its CNAME chain. Empty when it has no address.
+std::vector<AddrInfo> addrinfo_from_ares(const ares_addrinfo& answer, const Service& service,
+                                         const AddrInfoHints& hints);
+
 class ResolverCore final : public NameResolver, public std::enable_shared_from_this<ResolverCore> {
  public:
   using NameInfoDone =
