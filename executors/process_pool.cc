@@ -466,14 +466,16 @@ void ProcessPoolExecutor::manager_main() {
       if (static_cast<uint8_t>(body[0]) == kStatusOk) {
         job->deliver(payload);
       } else {
+        std::exception_ptr error;
         try {
           WireReader in(payload);
           std::string type = in.get<std::string>();
           std::string what = in.get<std::string>();
-          job->fail(executors_internal::remote_exception(type, what));
+          error = executors_internal::remote_exception(type, what);
         } catch (...) {
-          job->fail(std::current_exception());
+          error = std::current_exception();
         }
+        job->fail(std::move(error));  // outside the catch block: it keeps no reference
       }
     }
   }

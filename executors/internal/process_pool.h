@@ -129,19 +129,31 @@ class TypedProcessJob final : public ProcessJob {
  public:
   explicit TypedProcessJob(Future<R> future) : future_(std::move(future)) {}
   bool start() override { return future_.set_running_or_notify_cancel(); }
+  // deliver and fail complete the future with this job's reference to it
+  // (see Future::try_set_result_and_release): the manager thread keeps
+  // nothing of the outcome once it has been handed on.
   void deliver(std::string_view result) override {
-    try {
-      if constexpr (std::is_void_v<R>) {
-        future_.try_set_result();
-      } else {
+    if constexpr (std::is_void_v<R>) {
+      std::move(future_).try_set_result_and_release();
+    } else {
+      std::optional<R> value;
+      std::exception_ptr error;
+      try {
         WireReader in(result);
-        future_.try_set_result(in.get<R>());
+        value.emplace(in.get<R>());
+      } catch (...) {
+        error = std::current_exception();
       }
-    } catch (...) {
-      future_.try_set_exception(std::current_exception());
+      if (error) {
+        std::move(future_).try_set_exception_and_release(std::move(error));
+      } else {
+        std::move(future_).try_set_result_and_release(std::move(*value));
+      }
     }
   }
-  void fail(std::exception_ptr error) override { future_.try_set_exception(std::move(error)); }
+  void fail(std::exception_ptr error) override {
+    std::move(future_).try_set_exception_and_release(std::move(error));
+  }
   void cancel() override { future_.cancel(); }
 
  private:
