@@ -100,8 +100,12 @@ class ThreadPoolExecutor : public Executor {
   // max_workers == 0: min(32, hardware threads + 4), as Python's default.
   // std::invalid_argument if negative.
   explicit ThreadPoolExecutor(int max_workers = 0);
-  // shutdown(wait=true); a pool destroyed by one of its own threads lets
-  // that thread go instead of joining it.
+  // shutdown(wait=true), unless shutdown() was called already: then the
+  // threads still running (after shutdown(wait=false)) are not waited for;
+  // they finish the queue and exit on their own, as Python's pool threads do
+  // (an event loop's close() leaves its default executor so). A pool
+  // destroyed by one of its own threads lets that thread go instead of
+  // joining it.
   ~ThreadPoolExecutor() override;
   ThreadPoolExecutor(const ThreadPoolExecutor&) = delete;
   ThreadPoolExecutor& operator=(const ThreadPoolExecutor&) = delete;
