@@ -6,9 +6,11 @@
 // workers on request, so every worker — the first ones and the replacements
 // of dead ones — starts as a copy of the program at the moment the pool was
 // made, from a single-threaded process. A worker shares the program's code,
-// so a plain function pointer means the same function there; the arguments
-// and the result travel over a socketpair, serialized (trivially copyable
-// types byte for byte, std::string with a length prefix).
+// so a plain function pointer means the same function there: the parent
+// registers it in a table shared with the workers, and a call names it by
+// index. The arguments and the result travel over a socketpair in frames
+// with a 64-bit length (at most max_frame_size), serialized (trivially
+// copyable types byte for byte, std::string with a length prefix).
 //
 // A manager thread in the parent hands jobs to idle workers and reads their
 // answers. A worker that dies (EOF on its socket) fails the future of the job
