@@ -284,6 +284,44 @@ TEST(ToThreadTest, UnderRunUntilComplete) {
   loop->close();  // shuts the default executor down
 }
 
+// A job that blocks until the test releases it. Its captures are destroyed
+// by the pool thread once the job is done, which opens `finished`.
+struct StuckJob {
+  Gate started;
+  Gate release;
+  Gate finished;
+};
+class FinishesWhenDestroyed {
+ public:
+  explicit FinishesWhenDestroyed(std::shared_ptr<StuckJob> job) : job_(std::move(job)) {}
+  FinishesWhenDestroyed(FinishesWhenDestroyed&&) noexcept = default;
+  ~FinishesWhenDestroyed() {
+    if (job_) job_->finished.open();
+  }
+  StuckJob& job() const { return *job_; }
+
+ private:
+  std::shared_ptr<StuckJob> job_;
+};
+
+TEST(ToThreadTest, CloseDoesNotWaitForAStuckJob) {
+  auto stuck = std::make_shared<StuckJob>();
+  auto loop = new_event_loop();
+  Task<int> task = create_task(*loop, to_thread([guard = FinishesWhenDestroyed(stuck)] {
+    guard.job().started.open();
+    guard.job().release.wait();
+    return 1;
+  }));
+  run_until_complete(*loop, sleep(0s));  // the task's first step submits the job
+  stuck->started.wait();
+  loop->close();  // shutdown(wait=false) of the default executor: returns at once
+  EXPECT_TRUE(loop->is_closed());
+  EXPECT_FALSE(task.done());
+  stuck->release.open();
+  // The job ends on its own; the closed loop drops what it posts back.
+  stuck->finished.wait();
+}
+
 // --- wrap_future -------------------------------------------------------------
 
 Coro<void> wrap_future_main() {

@@ -6,12 +6,14 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
@@ -22,7 +24,11 @@
 
 namespace asyncio::concurrent {
 
+using executors_internal::Call;
+using executors_internal::FunctionEntry;
+using executors_internal::FunctionTable;
 using executors_internal::Invoker;
+using executors_internal::kFrameHeaderSize;
 using executors_internal::ProcessJob;
 using executors_internal::WireReader;
 
@@ -32,6 +38,9 @@ constexpr uint8_t kStatusOk = 0;
 constexpr uint8_t kStatusError = 1;
 constexpr char kSpawnCommand = 'S';
 constexpr int kServerFd = 3;  // the fork server's control socket, after fork
+constexpr const char* kTerminated =
+    "A process in the process pool was terminated abruptly while the future was running or "
+    "pending";
 
 [[noreturn]] void throw_errno(const char* what) {
   throw std::system_error(errno, std::generic_category(), what);
@@ -61,19 +70,42 @@ bool write_full(int fd, std::string_view data) {
   return true;
 }
 
-// A frame: u32 length, then the body.
+// A frame: u64 length, then the body. The sender has checked the size.
 bool write_frame(int fd, std::string_view body) {
-  uint32_t n = static_cast<uint32_t>(body.size());
-  std::string frame(reinterpret_cast<const char*>(&n), sizeof(n));
-  frame.append(body);
-  return write_full(fd, frame);
+  uint64_t n = body.size();
+  return write_full(fd, std::string_view(reinterpret_cast<const char*>(&n), sizeof(n))) &&
+         write_full(fd, body);
 }
 
-bool read_frame(int fd, std::string* body) {
-  uint32_t n = 0;
-  if (!read_full(fd, &n, sizeof(n))) return false;
-  body->resize(n);
-  return n == 0 || read_full(fd, body->data(), n);
+enum class ReadStatus { kFrame, kClosed, kMalformed };
+
+ReadStatus read_frame(int fd, std::string* body, uint64_t max_frame_size) {
+  char header[kFrameHeaderSize];
+  if (!read_full(fd, header, sizeof(header))) return ReadStatus::kClosed;
+  uint64_t n = 0;
+  try {
+    n = executors_internal::frame_length(std::string_view(header, sizeof(header)), max_frame_size);
+  } catch (const std::length_error&) {
+    return ReadStatus::kMalformed;
+  }
+  // Grown as the bytes arrive, so that a length that lies costs no memory.
+  constexpr uint64_t kChunk = uint64_t{1} << 20;
+  body->clear();
+  while (body->size() < n) {
+    size_t have = body->size();
+    size_t chunk = static_cast<size_t>(std::min<uint64_t>(kChunk, n - have));
+    body->resize(have + chunk);
+    if (!read_full(fd, body->data() + have, chunk)) return ReadStatus::kClosed;
+  }
+  return ReadStatus::kFrame;
+}
+
+// An error answer: status, type name, message.
+std::string error_answer(const std::string& type, const std::string& what) {
+  std::string answer(1, static_cast<char>(kStatusError));
+  executors_internal::wire_put(answer, type);
+  executors_internal::wire_put(answer, what);
+  return answer;
 }
 
 std::string type_name(const std::type_info& type) {
@@ -95,26 +127,29 @@ void close_from(int lowest) {
 
 // --- in the worker process ---------------------------------------------------
 
-[[noreturn]] void worker_main(int fd) {
+// A malformed frame (over the limit) leaves no way to find the next one:
+// the worker exits, and the parent fails its job with BrokenProcessPool.
+[[noreturn]] void worker_main(int fd, const FunctionTable& functions, uint64_t max_frame_size) {
   std::string request;
   std::string response;
-  while (read_frame(fd, &request)) {
+  while (read_frame(fd, &request, max_frame_size) == ReadStatus::kFrame) {
     response.assign(1, static_cast<char>(kStatusOk));
     try {
-      WireReader in(request);
-      auto invoker = reinterpret_cast<Invoker>(in.get<uintptr_t>());
-      auto fn = in.get<uintptr_t>();
-      std::string_view args(request);
-      args.remove_prefix(2 * sizeof(uintptr_t));
-      invoker(fn, args, &response);
+      Call call = executors_internal::parse_call(request, functions.entries,
+                                                 functions.count.load(std::memory_order_acquire));
+      call.function.invoker(call.function.fn, call.args, &response);
+      if (response.size() > max_frame_size) {
+        throw std::length_error(
+            "process pool: the result takes " + std::to_string(response.size()) +
+            " bytes, more than the largest frame (" + std::to_string(max_frame_size) + " bytes)");
+      }
     } catch (const std::exception& e) {
-      response.assign(1, static_cast<char>(kStatusError));
-      executors_internal::wire_put(response, type_name(typeid(e)));
-      executors_internal::wire_put(response, std::string(e.what()));
+      response = error_answer(type_name(typeid(e)), e.what());
     } catch (...) {
-      response.assign(1, static_cast<char>(kStatusError));
-      executors_internal::wire_put(response, std::string("unknown exception"));
-      executors_internal::wire_put(response, std::string("unknown exception"));
+      response = error_answer("unknown exception", "unknown exception");
+    }
+    if (response.size() > max_frame_size) {
+      response = error_answer("std::length_error", "process pool: the error message is too long");
     }
     if (!write_frame(fd, response)) break;
   }
@@ -144,7 +179,7 @@ void send_worker(int ctrl, pid_t pid, int fd) {
   }
 }
 
-void spawn_one(int ctrl) {
+void spawn_one(int ctrl, const FunctionTable& functions, uint64_t max_frame_size) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
     send_worker(ctrl, -errno, -1);
@@ -157,7 +192,7 @@ void spawn_one(int ctrl) {
     ::signal(SIGCHLD, SIG_DFL);  // the worker's own children are its business
     rlimit no_core{0, 0};
     ::setrlimit(RLIMIT_CORE, &no_core);  // a crashing job should not dump core
-    worker_main(sv[1]);
+    worker_main(sv[1], functions, max_frame_size);
   }
   if (pid < 0) {
     send_worker(ctrl, -errno, -1);
@@ -168,7 +203,9 @@ void spawn_one(int ctrl) {
   ::close(sv[1]);
 }
 
-[[noreturn]] void server_main(int ctrl) {
+[[noreturn]] void server_main(int ctrl, const FunctionTable& functions, uint64_t max_frame_size) {
+  // The parent writes the table; this process and the workers only read it.
+  ::mprotect(const_cast<FunctionTable*>(&functions), sizeof(FunctionTable), PROT_READ);
   // Only the control socket and the standard streams stay open.
   if (ctrl != kServerFd) {
     ::dup2(ctrl, kServerFd);
@@ -197,7 +234,7 @@ void spawn_one(int ctrl) {
     ssize_t n = ::read(kServerFd, &cmd, 1);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
-    if (cmd == kSpawnCommand) spawn_one(kServerFd);
+    if (cmd == kSpawnCommand) spawn_one(kServerFd, functions, max_frame_size);
   }
   ::close(kServerFd);
   // Workers see EOF once the parent has closed their sockets; wait for all
@@ -213,6 +250,43 @@ int default_process_workers() {
 }
 
 }  // namespace
+
+uint64_t executors_internal::frame_length(std::string_view header, uint64_t max_frame_size) {
+  if (header.size() != kFrameHeaderSize) {
+    throw std::invalid_argument("process pool: a frame header is " +
+                                std::to_string(kFrameHeaderSize) + " bytes");
+  }
+  uint64_t n = 0;
+  std::memcpy(&n, header.data(), sizeof(n));
+  if (n > max_frame_size) {
+    throw std::length_error("process pool: malformed frame: " + std::to_string(n) +
+                            " bytes announced, the limit is " + std::to_string(max_frame_size));
+  }
+  return n;
+}
+
+std::optional<std::string_view> executors_internal::next_frame(std::string_view& stream,
+                                                               uint64_t max_frame_size) {
+  if (stream.size() < kFrameHeaderSize) return std::nullopt;
+  uint64_t n = frame_length(stream.substr(0, kFrameHeaderSize), max_frame_size);
+  if (stream.size() - kFrameHeaderSize < n) return std::nullopt;
+  std::string_view body = stream.substr(kFrameHeaderSize, static_cast<size_t>(n));
+  stream.remove_prefix(kFrameHeaderSize + static_cast<size_t>(n));
+  return body;
+}
+
+Call executors_internal::parse_call(std::string_view body, const FunctionEntry* functions,
+                                    uint32_t function_count) {
+  uint32_t index = 0;
+  if (body.size() < sizeof(index)) throw std::runtime_error("process pool: malformed call");
+  std::memcpy(&index, body.data(), sizeof(index));
+  if (index >= function_count) {
+    throw std::runtime_error("process pool: malformed call: unknown function " +
+                             std::to_string(index));
+  }
+  body.remove_prefix(sizeof(index));
+  return Call{functions[index], body};
+}
 
 std::exception_ptr executors_internal::remote_exception(const std::string& type,
                                                         const std::string& what) {
@@ -239,22 +313,36 @@ struct ProcessPoolExecutor::Worker {
   std::unique_ptr<ProcessJob> job;  // the job it is running
 };
 
-ProcessPoolExecutor::ProcessPoolExecutor(int max_workers)
-    : max_workers_(max_workers == 0 ? default_process_workers() : max_workers) {
+ProcessPoolExecutor::ProcessPoolExecutor(int max_workers, uint64_t max_frame_size)
+    : max_workers_(max_workers == 0 ? default_process_workers() : max_workers),
+      max_frame_size_(max_frame_size) {
   if (max_workers < 0) throw std::invalid_argument("max_workers must be greater than 0");
+  if (max_frame_size < kMinFrameSize) {
+    throw std::invalid_argument("max_frame_size must be at least " + std::to_string(kMinFrameSize));
+  }
+  void* table = ::mmap(nullptr, sizeof(FunctionTable), PROT_READ | PROT_WRITE,
+                       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (table == MAP_FAILED) throw_errno("mmap");
+  functions_ = new (table) FunctionTable();
   int sv[2];
-  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw_errno("socketpair");
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+    int saved = errno;
+    ::munmap(functions_, sizeof(FunctionTable));
+    errno = saved;
+    throw_errno("socketpair");
+  }
   pid_t pid = ::fork();
   if (pid < 0) {
     int saved = errno;
     ::close(sv[0]);
     ::close(sv[1]);
+    ::munmap(functions_, sizeof(FunctionTable));
     errno = saved;
     throw_errno("fork");
   }
   if (pid == 0) {
     ::close(sv[0]);
-    server_main(sv[1]);
+    server_main(sv[1], *functions_, max_frame_size_);
   }
   ::close(sv[1]);
   server_fd_ = sv[0];
@@ -271,6 +359,7 @@ ProcessPoolExecutor::ProcessPoolExecutor(int max_workers)
     while (::waitpid(server_pid_, nullptr, 0) < 0 && errno == EINTR) {
     }
     if (wake_fd_ >= 0) ::close(wake_fd_);
+    ::munmap(functions_, sizeof(FunctionTable));
     throw;
   }
 }
@@ -280,6 +369,32 @@ ProcessPoolExecutor::~ProcessPoolExecutor() {
   std::lock_guard<std::mutex> join_lock(join_mu_);
   if (manager_.joinable()) manager_.join();
   if (wake_fd_ >= 0) ::close(wake_fd_);
+  ::munmap(functions_, sizeof(FunctionTable));
+}
+
+uint32_t ProcessPoolExecutor::function_index(Invoker invoker, uintptr_t fn) {
+  std::lock_guard<std::mutex> lock(mu_);
+  // Only this process writes the table, under mu_.
+  uint32_t count = functions_->count.load(std::memory_order_relaxed);
+  for (uint32_t i = 0; i < count; ++i) {
+    const FunctionEntry& e = functions_->entries[i];
+    if (e.invoker == invoker && e.fn == fn) return i;
+  }
+  if (count == FunctionTable::kCapacity) {
+    throw std::length_error("process pool: more than " + std::to_string(FunctionTable::kCapacity) +
+                            " distinct functions submitted");
+  }
+  functions_->entries[count] = FunctionEntry{invoker, fn};
+  functions_->count.store(count + 1, std::memory_order_release);
+  return count;
+}
+
+void ProcessPoolExecutor::check_call_size(size_t size) const {
+  if (size > max_frame_size_) {
+    throw std::invalid_argument("process pool: the call's arguments take " + std::to_string(size) +
+                                " bytes, more than the largest frame (" +
+                                std::to_string(max_frame_size_) + " bytes)");
+  }
 }
 
 ProcessPoolExecutor::Worker ProcessPoolExecutor::spawn_worker() {
@@ -370,7 +485,7 @@ void ProcessPoolExecutor::manager_main() {
   std::string body;
   bool broken = false;  // the fork server is gone: no more workers
 
-  auto worker_died = [&](size_t i) {
+  auto worker_died = [&](size_t i, const char* what) {
     Worker& w = workers_[i];
     ::close(w.fd);
     {
@@ -378,10 +493,8 @@ void ProcessPoolExecutor::manager_main() {
       std::erase(pids_, w.pid);
     }
     if (w.job) {
-      w.job->fail(std::make_exception_ptr(BrokenProcessPool(
-          "A process in the process pool was terminated abruptly while the future was running "
-          "or pending (pid " +
-          std::to_string(w.pid) + ")")));
+      w.job->fail(std::make_exception_ptr(
+          BrokenProcessPool(std::string(what) + " (pid " + std::to_string(w.pid) + ")")));
       w.job.reset();
     }
     workers_.erase(workers_.begin() + static_cast<std::ptrdiff_t>(i));
@@ -433,7 +546,7 @@ void ProcessPoolExecutor::manager_main() {
     orphaned.clear();
     for (size_t k = assigned.size(); k-- > 0;) {
       size_t i = assigned[k];
-      if (!write_frame(workers_[i].fd, workers_[i].job->request)) worker_died(i);
+      if (!write_frame(workers_[i].fd, workers_[i].job->request)) worker_died(i, kTerminated);
     }
     if (finished) break;
 
@@ -455,8 +568,15 @@ void ProcessPoolExecutor::manager_main() {
       if (fds[k].revents == 0) continue;
       size_t i = k - 1;
       Worker& w = workers_[i];
-      if (!(fds[k].revents & POLLIN) || !read_frame(w.fd, &body) || body.empty()) {
-        worker_died(i);
+      ReadStatus status = (fds[k].revents & POLLIN) ? read_frame(w.fd, &body, max_frame_size_)
+                                                    : ReadStatus::kClosed;
+      if (status == ReadStatus::kFrame && body.empty()) status = ReadStatus::kMalformed;
+      if (status != ReadStatus::kFrame) {
+        // A malformed answer: the stream cannot be trusted any more, so the
+        // worker goes (closing its socket ends it) as if it had died.
+        worker_died(i, status == ReadStatus::kClosed
+                           ? kTerminated
+                           : "A process in the process pool sent a malformed answer");
         continue;
       }
       std::unique_ptr<ProcessJob> job = std::move(w.job);
@@ -466,14 +586,16 @@ void ProcessPoolExecutor::manager_main() {
       if (static_cast<uint8_t>(body[0]) == kStatusOk) {
         job->deliver(payload);
       } else {
+        std::exception_ptr error;
         try {
           WireReader in(payload);
           std::string type = in.get<std::string>();
           std::string what = in.get<std::string>();
-          job->fail(executors_internal::remote_exception(type, what));
+          error = executors_internal::remote_exception(type, what);
         } catch (...) {
-          job->fail(std::current_exception());
+          error = std::current_exception();
         }
+        job->fail(std::move(error));  // outside the catch block: it keeps no reference
       }
     }
   }

@@ -10,7 +10,11 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
+#include <optional>
+#include <random>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -244,6 +248,124 @@ TEST(ProcessPoolTest, ManyJobs) {
   std::vector<concurrent::Future<long>> futures;
   for (long i = 0; i < 500; ++i) futures.push_back(pool.submit(cpu_bound, i));
   for (long i = 0; i < 500; ++i) EXPECT_EQ(futures[i].result(10s), cpu_bound(i));
+}
+
+// --- framing ---------------------------------------------------------------
+
+std::string frame(uint64_t length, std::string_view body) {
+  std::string out(reinterpret_cast<const char*>(&length), sizeof(length));
+  out.append(body);
+  return out;
+}
+
+TEST(ProcessPoolFramingTest, LengthsAre64BitsAndChecked) {
+  using concurrent::executors_internal::frame_length;
+  std::string header = frame(uint64_t{5} << 32, "");  // over 4 GiB: no u32 wrap-around
+  EXPECT_EQ(frame_length(header, UINT64_MAX), uint64_t{5} << 32);
+  EXPECT_THROW(frame_length(header, concurrent::executors_internal::kDefaultMaxFrameSize),
+               std::length_error);
+  EXPECT_EQ(frame_length(frame(1024, ""), 1024), 1024u);
+  EXPECT_THROW(frame_length(frame(1025, ""), 1024), std::length_error);
+  EXPECT_THROW(frame_length("short", 1024), std::invalid_argument);
+}
+
+TEST(ProcessPoolFramingTest, NextFrameWaitsForWholeFramesAndRejectsHugeLengths) {
+  using concurrent::executors_internal::next_frame;
+  std::string bytes = frame(3, "abc") + frame(0, "") + frame(2, "de");
+  std::string_view stream(bytes);
+  EXPECT_EQ(next_frame(stream, 16), "abc");
+  EXPECT_EQ(next_frame(stream, 16), "");
+  EXPECT_EQ(next_frame(stream, 16), "de");
+  EXPECT_TRUE(stream.empty());
+  EXPECT_EQ(next_frame(stream, 16), std::nullopt);
+  // Truncated header, truncated body: nothing taken.
+  std::string truncated = frame(10, "0123");
+  for (size_t n = 0; n <= truncated.size(); ++n) {
+    std::string_view part(truncated.data(), n);
+    EXPECT_EQ(next_frame(part, 16), std::nullopt) << n;
+    EXPECT_EQ(part.size(), n);
+  }
+  // A huge length is malformed at once, without waiting for (or allocating) it.
+  std::string huge = frame(UINT64_MAX, "x");
+  std::string_view huge_stream(huge);
+  EXPECT_THROW(next_frame(huge_stream, 16), std::length_error);
+}
+
+int never_called_marker = 0;
+void never_called(uintptr_t, std::string_view, std::string*) { ++never_called_marker; }
+
+TEST(ProcessPoolFramingTest, CallsNameRegisteredFunctionsOnly) {
+  using concurrent::executors_internal::FunctionEntry;
+  using concurrent::executors_internal::parse_call;
+  FunctionEntry table[2] = {{&never_called, 1}, {&never_called, 2}};
+  uint32_t index = 1;
+  std::string body(reinterpret_cast<const char*>(&index), sizeof(index));
+  body += "args";
+  auto call = parse_call(body, table, 2);
+  EXPECT_EQ(call.function.fn, 2u);
+  EXPECT_EQ(call.args, "args");
+  // An index at or past the count is refused, as is a body too short for one.
+  EXPECT_THROW(parse_call(body, table, 1), std::runtime_error);
+  index = 0xdeadbeef;
+  std::memcpy(body.data(), &index, sizeof(index));
+  EXPECT_THROW(parse_call(body, table, 2), std::runtime_error);
+  EXPECT_THROW(parse_call("abc", table, 2), std::runtime_error);
+  EXPECT_THROW(parse_call("", table, 2), std::runtime_error);
+  EXPECT_EQ(never_called_marker, 0);
+}
+
+TEST(ProcessPoolFramingTest, GarbageIsReportedNeverCalled) {
+  using concurrent::executors_internal::FunctionEntry;
+  FunctionEntry table[3] = {{&never_called, 1}, {&never_called, 2}, {&never_called, 3}};
+  std::mt19937 random(12345);
+  for (int round = 0; round < 2000; ++round) {
+    std::string bytes(random() % 64, '\0');
+    for (char& c : bytes) c = static_cast<char>(random());
+    // Small lengths now and then, so that some frames are complete.
+    if (bytes.size() >= 8 && round % 2 == 0) bytes[1] = bytes[2] = bytes[3] = 0;
+    std::string_view stream(bytes);
+    try {
+      while (std::optional<std::string_view> body =
+                 concurrent::executors_internal::next_frame(stream, 32)) {
+        try {
+          auto call = concurrent::executors_internal::parse_call(*body, table, 3);
+          EXPECT_TRUE(call.function.fn >= 1 && call.function.fn <= 3);
+        } catch (const std::runtime_error&) {
+        }
+      }
+    } catch (const std::length_error&) {
+    }
+  }
+  EXPECT_EQ(never_called_marker, 0);
+}
+
+TEST(ProcessPoolFramingTest, OversizedArgumentsAreRefusedBeforeSending) {
+  ProcessPoolExecutor pool(1, /*max_frame_size=*/1024);
+  EXPECT_EQ(pool.max_frame_size(), 1024u);
+  try {
+    pool.submit(repeat, std::string(2000, 'x'), 1);
+    ADD_FAILURE() << "not refused";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("largest frame"), std::string::npos) << e.what();
+  }
+  // The pool goes on; just under the limit is fine.
+  EXPECT_EQ(pool.submit(repeat, std::string(900, 'x'), 1).result(10s).size(), 900u);
+  EXPECT_EQ(pool.submit(cpu_bound, 3L).result(10s), 5);
+}
+
+TEST(ProcessPoolFramingTest, OversizedResultsFailTheirJob) {
+  ProcessPoolExecutor pool(1, /*max_frame_size=*/1024);
+  auto big = pool.submit(repeat, std::string("ab"), 1000);
+  try {
+    big.result(10s);
+    ADD_FAILURE() << "not refused";
+  } catch (const std::length_error& e) {
+    EXPECT_NE(std::string(e.what()).find("result"), std::string::npos) << e.what();
+  }
+  // The same worker goes on.
+  EXPECT_EQ(pool.submit(repeat, std::string("ab"), 3).result(10s), "ababab");
+  EXPECT_THROW(ProcessPoolExecutor(1, ProcessPoolExecutor::kMinFrameSize - 1),
+               std::invalid_argument);
 }
 
 }  // namespace

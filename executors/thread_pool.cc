@@ -49,7 +49,19 @@ ThreadPoolExecutor::ThreadPoolExecutor(int max_workers)
   if (max_workers < 0) throw std::invalid_argument("max_workers must be greater than 0");
 }
 
-ThreadPoolExecutor::~ThreadPoolExecutor() { shutdown(/*wait=*/true); }
+ThreadPoolExecutor::~ThreadPoolExecutor() {
+  std::vector<std::thread> threads;
+  {
+    std::lock_guard<std::mutex> lock(state_->mu);
+    if (state_->shutdown) threads.swap(state_->threads);
+  }
+  if (threads.empty()) {
+    shutdown(/*wait=*/true);
+    return;
+  }
+  // Shut down before, without waiting: the threads own the shared state.
+  for (std::thread& t : threads) t.detach();
+}
 
 int ThreadPoolExecutor::num_threads() const {
   std::lock_guard<std::mutex> lock(state_->mu);

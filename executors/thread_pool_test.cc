@@ -206,7 +206,24 @@ TEST(ThreadPoolTest, ShutdownWithoutWaitFinishesTheQueueLater) {
   EXPECT_FALSE(b.done());
   gate.open();
   EXPECT_EQ(b.result(5s), 5);  // queued work still runs
-  pool.reset();                // joins
+  EXPECT_TRUE(a.done());
+}
+
+TEST(ThreadPoolTest, DestroyedAfterShutdownWithoutWaitDoesNotWait) {
+  auto pool = std::make_unique<ThreadPoolExecutor>(1);
+  auto gate = std::make_shared<Gate>();
+  auto started = std::make_shared<Gate>();
+  auto a = pool->submit([gate, started] {
+    started->open();
+    gate->wait();
+  });
+  auto b = pool->submit([] { return 5; });
+  started->wait();
+  pool->shutdown(/*wait=*/false);
+  pool.reset();  // returns with the job still blocked
+  EXPECT_FALSE(a.done());
+  gate->open();
+  EXPECT_EQ(b.result(), 5);  // the detached thread finishes the queue
   EXPECT_TRUE(a.done());
 }
 

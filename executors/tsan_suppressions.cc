@@ -3,11 +3,15 @@
 // libraries that are not built with -fsanitize=thread:
 //
 // 1. libstdc++: TSan does not see the atomic reference count of exception
-//    objects (std::exception_ptr, __cxa_end_catch). An exception stored in a
-//    concurrent::Future by one thread and caught by another is freed by
-//    whichever drops the last reference; when that is the completing thread,
-//    after the catching thread read the object, TSan reports a race on the
-//    deletion that the uninstrumented atomic count in fact orders.
+//    objects (std::exception_ptr, __cxa_end_catch). The bridges and the pools
+//    do not rely on this: the thread that completes a future hands the
+//    outcome on and keeps no reference to it, so an exception is freed on the
+//    thread that reads it (exception_handoff_test). What is left is user code
+//    that reads an exception after dropping its last reference to the
+//    concurrent::Future (`pool.submit(f).result()` on a temporary, caught
+//    after the temporary is gone): the completing thread may then drop the
+//    last reference, ordered only by the invisible count, and TSan reports
+//    a race on the deletion.
 //
 // 2. Debian's gRPC, protobuf and Abseil (the gRPC bridge of //examples/grpc):
 //    their lock-free internals are invisible to TSan, which then reports

@@ -125,9 +125,13 @@ class BridgeHold {
   std::shared_ptr<CoroBridge<T>> bridge;
 };
 
+// The outcome is stored after the catch block, so that the loop thread keeps
+// no reference to the exception once the waiting thread can see it.
 template <class T>
 Coro<void> run_bridged(Coro<T> coro, BridgeHold<T> hold) {
   concurrent::Future<T>& future = hold.bridge->future;
+  std::exception_ptr error;
+  bool cancelled = false;
   try {
     if constexpr (std::is_void_v<T>) {
       co_await coro;
@@ -136,10 +140,12 @@ Coro<void> run_bridged(Coro<T> coro, BridgeHold<T> hold) {
       future.try_set_result(co_await coro);
     }
   } catch (const CancelledError&) {
-    future.cancel();  // the task was cancelled: so is the concurrent future
+    cancelled = true;
   } catch (...) {
-    future.try_set_exception(std::current_exception());
+    error = std::current_exception();
   }
+  if (cancelled) future.cancel();  // the task was cancelled: so is the concurrent future
+  if (error) future.try_set_exception(std::move(error));
 }
 
 // The callback run_coroutine_threadsafe posts: starts the task on the loop.
@@ -273,8 +279,11 @@ Future<T> wrap_future(concurrent::Future<T> source, EventLoop& loop) {
   dest.add_done_callback([source](Future<T>& f) mutable {
     if (f.cancelled()) source.cancel();
   });
-  source.add_done_callback([link = std::move(link)](concurrent::Future<T>& done) {
-    link->ref->post([link, done] { link->transfer(done); });
+  // Both move on to the loop thread: this thread (the one completing
+  // `source`) keeps no reference to its outcome.
+  source.add_done_callback([link = std::move(link)](concurrent::Future<T>& done) mutable {
+    std::shared_ptr<executors_internal::LoopRef> ref = link->ref;
+    ref->post([link = std::move(link), done = std::move(done)] { link->transfer(done); });
   });
   return dest;
 }

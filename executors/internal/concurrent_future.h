@@ -125,8 +125,10 @@ class FutureCore final : public FutureCoreBase, public ValueHolder<T> {
   }
 
   // Completes the future unless it is done already; returns false then.
+  // `self` is the caller's reference, handed on to the callbacks: a caller
+  // that moves its own in keeps none once the callbacks have run.
   template <class... V>
-  bool try_finish(const std::shared_ptr<FutureCore>& self, std::exception_ptr exc, V&&... value) {
+  bool try_finish(std::shared_ptr<FutureCore> self, std::exception_ptr exc, V&&... value) {
     std::vector<Callback> callbacks;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -140,7 +142,7 @@ class FutureCore final : public FutureCoreBase, public ValueHolder<T> {
       callbacks.swap(callbacks_);
       cv_.notify_all();
     }
-    invoke(self, callbacks);
+    invoke(std::move(self), callbacks);
     return true;
   }
 
@@ -174,7 +176,7 @@ class FutureCore final : public FutureCoreBase, public ValueHolder<T> {
   }
 
  private:
-  static void invoke(const std::shared_ptr<FutureCore>& self, std::vector<Callback>& callbacks);
+  static void invoke(std::shared_ptr<FutureCore> self, std::vector<Callback>& callbacks);
 
   std::vector<Callback> callbacks_;
 };
@@ -219,8 +221,9 @@ class Future {
   bool cancel() { return core_->cancel(core_); }
 
   // `cb(future)` runs in the thread that completes the future, or at once in
-  // this thread if it is done already. Exceptions it throws are reported on
-  // stderr and ignored.
+  // this thread if it is done already. `future` is the callback's own handle:
+  // it may move it away (to post it to another thread, say). Exceptions it
+  // throws are reported on stderr and ignored.
   void add_done_callback(absl::AnyInvocable<void(Future<T>&)> cb) {
     core_->add_done_callback(core_, std::move(cb));
   }
@@ -251,6 +254,21 @@ class Future {
   bool try_set_exception(std::exception_ptr exc) {
     return core_->try_finish(core_, std::move(exc));
   }
+  // As try_set_result / try_set_exception, for a thread that completes the
+  // future and is done with it: this handle's reference goes to the
+  // done-callbacks and the handle is left empty. Once a callback has handed
+  // the future to another thread, the completing thread holds no reference
+  // to the outcome, so the last one (and the free of an exception) is never
+  // dropped here behind the reader's back.
+  template <class... V>
+  bool try_set_result_and_release(V&&... value) && {
+    Core& core = *core_;
+    return core.try_finish(std::move(core_), nullptr, std::forward<V>(value)...);
+  }
+  bool try_set_exception_and_release(std::exception_ptr exc) && {
+    Core& core = *core_;
+    return core.try_finish(std::move(core_), std::move(exc));
+  }
 
   friend bool operator==(const Future& a, const Future& b) { return a.core_ == b.core_; }
 
@@ -272,16 +290,20 @@ class Future {
 };
 
 template <class T>
-void executors_internal::FutureCore<T>::invoke(const std::shared_ptr<FutureCore>& self,
+void executors_internal::FutureCore<T>::invoke(std::shared_ptr<FutureCore> self,
                                                std::vector<Callback>& callbacks) {
-  if (callbacks.empty()) return;
-  Future<T> handle(self);
-  for (Callback& cb : callbacks) {
+  for (size_t i = 0; i < callbacks.size(); ++i) {
+    // Each callback gets a handle of its own, which it may move away; the
+    // last one gets `self`, so that a bridge posting the future to another
+    // thread leaves this thread no reference to it.
+    Future<T> handle = i + 1 < callbacks.size() ? Future<T>(self) : Future<T>(std::move(self));
+    std::exception_ptr failure;
     try {
-      cb(handle);
+      callbacks[i](handle);
     } catch (...) {
-      report_callback_exception(std::current_exception());
+      failure = std::current_exception();
     }
+    if (failure) report_callback_exception(std::move(failure));
   }
 }
 

@@ -6,9 +6,11 @@
 // workers on request, so every worker — the first ones and the replacements
 // of dead ones — starts as a copy of the program at the moment the pool was
 // made, from a single-threaded process. A worker shares the program's code,
-// so a plain function pointer means the same function there; the arguments
-// and the result travel over a socketpair, serialized (trivially copyable
-// types byte for byte, std::string with a length prefix).
+// so a plain function pointer means the same function there: the parent
+// registers it in a table shared with the workers, and a call names it by
+// index. The arguments and the result travel over a socketpair in frames
+// with a 64-bit length (at most max_frame_size), serialized (trivially
+// copyable types byte for byte, std::string with a length prefix).
 //
 // A manager thread in the parent hands jobs to idle workers and reads their
 // answers. A worker that dies (EOF on its socket) fails the future of the job
@@ -17,6 +19,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -96,6 +99,54 @@ class WireReader {
 // result into `out`. Exceptions propagate to the worker's main loop.
 using Invoker = void (*)(uintptr_t fn, std::string_view args, std::string* out);
 
+// --- framing ------------------------------------------------------------------
+// Calls and answers travel as frames: a 64-bit length, then the body. These
+// are pure functions over bytes, so that they can be tested (and fuzzed)
+// without processes.
+
+// The largest frame body a pool sends or accepts unless told otherwise: an
+// encoded call (its arguments plus a few bytes) or result. A call over the
+// limit is refused by submit(), a result over it fails its job with
+// std::length_error, and a frame that claims more is malformed.
+inline constexpr uint64_t kDefaultMaxFrameSize = uint64_t{1} << 32;  // 4 GiB
+inline constexpr size_t kFrameHeaderSize = sizeof(uint64_t);
+
+// The body length a frame header announces. std::length_error if it is
+// over `max_frame_size`; std::invalid_argument if `header` is not
+// kFrameHeaderSize bytes.
+uint64_t frame_length(std::string_view header, uint64_t max_frame_size);
+
+// Takes the next complete frame off the front of `stream` and returns its
+// body (a view into `stream`); nullopt (and `stream` untouched) if the frame
+// is not complete yet. std::length_error as frame_length.
+std::optional<std::string_view> next_frame(std::string_view& stream, uint64_t max_frame_size);
+
+// A call names its function by an index into the pool's function table.
+struct FunctionEntry {
+  Invoker invoker;
+  uintptr_t fn;
+};
+
+// The functions a pool has been asked to run, in memory shared with its
+// processes (mapped before the fork server is forked, read-only there): the
+// parent appends each new (invoker, function) pair before it sends a call
+// naming it, and a worker runs only what it finds at an index below the
+// count. Nothing read off a socket is ever used as a code address.
+struct FunctionTable {
+  static constexpr uint32_t kCapacity = 4096;
+  std::atomic<uint32_t> count{0};
+  FunctionEntry entries[kCapacity];
+};
+
+// A call's body: the function's index (u32), then the encoded arguments.
+struct Call {
+  FunctionEntry function;
+  std::string_view args;
+};
+// Decodes a call against the first `function_count` entries of `functions`.
+// std::runtime_error if the body is too short or names an unknown function.
+Call parse_call(std::string_view body, const FunctionEntry* functions, uint32_t function_count);
+
 template <class R, class... A>
 void invoke_wire(uintptr_t fn_bits, std::string_view args, std::string* out) {
   auto fn = reinterpret_cast<R (*)(A...)>(fn_bits);
@@ -129,19 +180,31 @@ class TypedProcessJob final : public ProcessJob {
  public:
   explicit TypedProcessJob(Future<R> future) : future_(std::move(future)) {}
   bool start() override { return future_.set_running_or_notify_cancel(); }
+  // deliver and fail complete the future with this job's reference to it
+  // (see Future::try_set_result_and_release): the manager thread keeps
+  // nothing of the outcome once it has been handed on.
   void deliver(std::string_view result) override {
-    try {
-      if constexpr (std::is_void_v<R>) {
-        future_.try_set_result();
-      } else {
+    if constexpr (std::is_void_v<R>) {
+      std::move(future_).try_set_result_and_release();
+    } else {
+      std::optional<R> value;
+      std::exception_ptr error;
+      try {
         WireReader in(result);
-        future_.try_set_result(in.get<R>());
+        value.emplace(in.get<R>());
+      } catch (...) {
+        error = std::current_exception();
       }
-    } catch (...) {
-      future_.try_set_exception(std::current_exception());
+      if (error) {
+        std::move(future_).try_set_exception_and_release(std::move(error));
+      } else {
+        std::move(future_).try_set_result_and_release(std::move(*value));
+      }
     }
   }
-  void fail(std::exception_ptr error) override { future_.try_set_exception(std::move(error)); }
+  void fail(std::exception_ptr error) override {
+    std::move(future_).try_set_exception_and_release(std::move(error));
+  }
   void cancel() override { future_.cancel(); }
 
  private:
@@ -158,9 +221,12 @@ std::exception_ptr remote_exception(const std::string& type, const std::string& 
 class ProcessPoolExecutor : public Executor {
  public:
   // max_workers == 0: the number of hardware threads. Forks the fork server
-  // and the workers now. std::invalid_argument if negative,
-  // std::system_error if fork fails.
-  explicit ProcessPoolExecutor(int max_workers = 0);
+  // and the workers now. max_frame_size: the largest encoded call or result
+  // (see kDefaultMaxFrameSize), at least kMinFrameSize. std::invalid_argument
+  // if either is out of range, std::system_error if fork fails.
+  explicit ProcessPoolExecutor(int max_workers = 0,
+                               uint64_t max_frame_size = executors_internal::kDefaultMaxFrameSize);
+  static constexpr uint64_t kMinFrameSize = 256;  // room for an error report
   // shutdown(wait=true).
   ~ProcessPoolExecutor() override;
   ProcessPoolExecutor(const ProcessPoolExecutor&) = delete;
@@ -168,20 +234,25 @@ class ProcessPoolExecutor : public Executor {
 
   // fn(args...) in a worker process. `fn` must be a plain function (not a
   // closure: the worker has its own memory); arguments and result are
-  // trivially copyable or std::string. std::runtime_error after shutdown.
+  // trivially copyable or std::string. std::runtime_error after shutdown;
+  // std::invalid_argument if the encoded arguments are over max_frame_size
+  // (nothing is sent); std::length_error once more than
+  // FunctionTable::kCapacity distinct functions have been submitted. A
+  // result over max_frame_size fails the future with std::length_error.
   template <class R, class... A>
   Future<R> submit(R (*fn)(A...), std::type_identity_t<A>... args) {
     static_assert((executors_internal::kWireType<std::remove_cvref_t<A>> && ...),
                   "process pool arguments must be trivially copyable or std::string");
     static_assert(std::is_void_v<R> || executors_internal::kWireType<R>,
                   "process pool results must be trivially copyable or std::string");
+    uint32_t index =
+        function_index(&executors_internal::invoke_wire<R, A...>, reinterpret_cast<uintptr_t>(fn));
     Future<R> future;
     auto job = std::make_unique<executors_internal::TypedProcessJob<R>>(future);
     std::string& req = job->request;
-    executors_internal::wire_put(
-        req, reinterpret_cast<uintptr_t>(&executors_internal::invoke_wire<R, A...>));
-    executors_internal::wire_put(req, reinterpret_cast<uintptr_t>(fn));
+    executors_internal::wire_put(req, index);
     (executors_internal::wire_put(req, static_cast<const std::remove_cvref_t<A>&>(args)), ...);
+    check_call_size(req.size());
     enqueue(std::move(job));
     return future;
   }
@@ -210,18 +281,25 @@ class ProcessPoolExecutor : public Executor {
   void shutdown(bool wait = true, bool cancel_futures = false) override;
 
   int max_workers() const { return max_workers_; }
+  uint64_t max_frame_size() const { return max_frame_size_; }
   // Process ids of the current workers (for tests and diagnostics).
   std::vector<pid_t> worker_pids() const;
 
  private:
   struct Worker;
   void enqueue(std::unique_ptr<executors_internal::ProcessJob> job);
+  // The index of (invoker, fn) in the function table, added if new.
+  uint32_t function_index(executors_internal::Invoker invoker, uintptr_t fn);
+  // std::invalid_argument if an encoded call of `size` bytes is too large.
+  void check_call_size(size_t size) const;
   void manager_main();
   Worker spawn_worker();
   void wake();
 
   const int max_workers_;
-  int server_fd_ = -1;  // control socket of the fork server
+  const uint64_t max_frame_size_;
+  executors_internal::FunctionTable* functions_ = nullptr;  // shared mapping
+  int server_fd_ = -1;                                      // control socket of the fork server
   pid_t server_pid_ = -1;
   int wake_fd_ = -1;             // eventfd: new jobs, shutdown
   std::vector<Worker> workers_;  // manager thread only (after construction)

@@ -40,19 +40,37 @@ class WorkItem {
     if (armed_) future_.cancel();
   }
 
+  // The outcome is stored after the catch block and with this item's
+  // reference to the future: once a done-callback has passed the future to
+  // another thread, the worker holds nothing of the result or exception.
   void operator()() {
     armed_ = false;
-    if (!future_.set_running_or_notify_cancel()) return;
-    try {
-      if constexpr (std::is_void_v<R>) {
+    Future<R> future = std::move(future_);
+    if (!future.set_running_or_notify_cancel()) return;
+    std::exception_ptr error;
+    if constexpr (std::is_void_v<R>) {
+      try {
         fn_();
-        future_.try_set_result();
-      } else {
-        future_.try_set_result(fn_());
+      } catch (...) {
+        error = std::current_exception();
       }
-    } catch (...) {
-      future_.try_set_exception(std::current_exception());
+      if (!error) {
+        std::move(future).try_set_result_and_release();
+        return;
+      }
+    } else {
+      std::optional<R> result;
+      try {
+        result.emplace(fn_());
+      } catch (...) {
+        error = std::current_exception();
+      }
+      if (!error) {
+        std::move(future).try_set_result_and_release(std::move(*result));
+        return;
+      }
     }
+    std::move(future).try_set_exception_and_release(std::move(error));
   }
 
  private:
@@ -82,8 +100,12 @@ class ThreadPoolExecutor : public Executor {
   // max_workers == 0: min(32, hardware threads + 4), as Python's default.
   // std::invalid_argument if negative.
   explicit ThreadPoolExecutor(int max_workers = 0);
-  // shutdown(wait=true); a pool destroyed by one of its own threads lets
-  // that thread go instead of joining it.
+  // shutdown(wait=true), unless shutdown() was called already: then the
+  // threads still running (after shutdown(wait=false)) are not waited for;
+  // they finish the queue and exit on their own, as Python's pool threads do
+  // (an event loop's close() leaves its default executor so). A pool
+  // destroyed by one of its own threads lets that thread go instead of
+  // joining it.
   ~ThreadPoolExecutor() override;
   ThreadPoolExecutor(const ThreadPoolExecutor&) = delete;
   ThreadPoolExecutor& operator=(const ThreadPoolExecutor&) = delete;
