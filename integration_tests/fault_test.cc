@@ -1,16 +1,13 @@
 // Fault injection across packages: descriptors exhausted on the connect side,
 // peers that reset mid-handshake and mid-transfer, slowloris clients, a child
 // killed during communicate(), a DNS server that never answers, a process-pool
-// worker killed mid-job, a signal storm during a transfer, and epoll_pwait2
-// denied by seccomp. Each checks that the library fails cleanly (a clear
+// worker killed mid-job, a signal storm during a transfer, and (in loop_test)
+// epoll_pwait2 denied by seccomp. Each checks that the library fails cleanly (a clear
 // exception, no descriptor leaked, no hang) and carries on afterwards.
 #include <dirent.h>
-#include <linux/filter.h>
-#include <linux/seccomp.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stddef.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -530,51 +527,9 @@ TEST(FaultInjection, SignalStormDuringTransferIsHarmless) {
   EXPECT_EQ(open_fd_count(), fds_before);
 }
 
-// ---------------------------------------------------------------------------
-// 8. epoll_pwait2 denied by seccomp
-
-// In the calling (single-threaded, forked) process: epoll_pwait2 fails with
-// ENOSYS, as on kernels before 5.11 or in sandboxes that do not know it.
-bool deny_epoll_pwait2() {
-  sock_filter filter[] = {
-      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
-      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_epoll_pwait2, 0, 1),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ENOSYS & SECCOMP_RET_DATA)),
-      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
-  };
-  sock_fprog program{static_cast<unsigned short>(sizeof(filter) / sizeof(filter[0])), filter};
-  return ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
-         ::prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) == 0;
-}
-
-// Fails today: EventLoop::poll_io (loop/loop.cc:526) calls epoll_pwait2 for
-// every timed wait and throws std::system_error("epoll_wait") on ENOSYS
-// (loop/loop.cc:528-530) instead of falling back to epoll_wait with a
-// millisecond timeout; the first sleep() of the child's loop throws.
-TEST(FaultInjection, DISABLED_LoopWorksWithEpollPwait2DeniedBySeccomp) {
-  const pid_t child = ::fork();
-  ASSERT_GE(child, 0);
-  if (child == 0) {
-    if (!deny_epoll_pwait2()) ::_exit(2);
-    int fired = 0;
-    try {
-      run([](int& fired) -> Coro<void> {
-        EventLoop& loop = get_running_loop();
-        for (int i = 0; i < 5; ++i)
-          loop.call_later(std::chrono::milliseconds(i), [&fired] { ++fired; });
-        co_await sleep(20ms);
-        co_await sleep(1ms);
-      }(fired));
-    } catch (...) {
-      ::_exit(3);
-    }
-    ::_exit(fired == 5 ? 0 : 4);
-  }
-  int status = 0;
-  ASSERT_EQ(::waitpid(child, &status, 0), child);
-  ASSERT_TRUE(WIFEXITED(status)) << "status " << status;
-  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: seccomp refused, 3: the loop threw, 4: timers lost";
-}
+// 8. epoll_pwait2 denied by seccomp: loop/loop_test.cc
+// (TimersWorkWhereEpollPwait2IsRefused) runs a loop in a forked child under
+// such a filter.
 
 }  // namespace
 }  // namespace asyncio
