@@ -1,5 +1,4 @@
 // Name resolution and the functions that create stream transports.
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -146,11 +145,6 @@ Coro<std::vector<AddrInfo>> resolve_with(EventLoop& loop, std::shared_ptr<NameRe
       });
   CancelLookup cancel{resolver, id, result};
   co_return co_await result;
-}
-
-void set_nonblocking(int fd) {
-  int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw_os_error(errno, "fcntl");
 }
 
 // Connects a non-blocking socket; returns 0 or the errno of the failure.

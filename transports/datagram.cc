@@ -227,6 +227,7 @@ Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loo
   FdGuard sock;
   if (options.sock >= 0) {
     sock.reset(options.sock);
+    set_nonblocking(sock.get());
   } else {
     int family = options.family;
     if (family == 0 && options.local_addr) family = options.local_addr->family();

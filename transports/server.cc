@@ -204,6 +204,7 @@ Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
   state->set_tls(options);
   if (options.sock >= 0) {
+    transports_internal::set_nonblocking(options.sock);
     state->fds.push_back(options.sock);
     co_return co_await transports_internal::serve(state, options);
   }
@@ -263,6 +264,7 @@ Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::s
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
   state->set_tls(options);
   if (options.sock >= 0) {
+    transports_internal::set_nonblocking(options.sock);
     state->fds.push_back(options.sock);
     co_return co_await transports_internal::serve(state, options);
   }

@@ -1,5 +1,6 @@
 #include "transports/internal/socket_transport.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -53,6 +54,11 @@ std::exception_ptr os_error(int err, const std::string& what) {
 
 void throw_os_error(int err, const std::string& what) {
   throw std::system_error(err, std::generic_category(), what);
+}
+
+void set_nonblocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw_os_error(errno, "fcntl");
 }
 
 FdGuard::~FdGuard() {

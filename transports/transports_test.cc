@@ -684,3 +684,69 @@ TEST(ServerTest, OutOfDescriptorsPausesAcceptingThenCarriesOn) {
 
 }  // namespace
 }  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+bool is_nonblocking(int fd) { return (::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0; }
+
+// A caller's socket is made non-blocking (socket.setblocking(False) in
+// asyncio): a blocking one would stall the whole loop in accept4/recvfrom.
+TEST(ServerTest, CallerProvidedSocketsAreMadeNonBlocking) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    auto echo = [] { return std::make_shared<EchoProtocol>(); };
+
+    int tcp = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // blocking
+    SocketAddress any("127.0.0.1", 0);
+    EXPECT_EQ(::bind(tcp, any.sockaddr_ptr(), any.sockaddr_len()), 0);
+    ServerOptions tcp_options;
+    tcp_options.sock = tcp;
+    Server tcp_server = co_await create_server(loop, echo, "", 0, tcp_options);
+    EXPECT_TRUE(is_nonblocking(tcp));
+    // The accept loop drains the queue and returns to the loop.
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1",
+        port_of(tcp_server));
+    transport->write("ping");
+    co_await wait_for(client->wait_for_bytes(4), 5s);
+    EXPECT_EQ(client->received, "ping");
+    transport->close();
+    co_await client->closed;
+    tcp_server.close();
+    co_await tcp_server.wait_closed();
+
+    int unix_sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    SocketAddress abstract = SocketAddress::unix_path(std::string("\0asyncio-nonblocking-", 21) +
+                                                      std::to_string(::getpid()));
+    EXPECT_EQ(::bind(unix_sock, abstract.sockaddr_ptr(), abstract.sockaddr_len()), 0);
+    ServerOptions unix_options;
+    unix_options.sock = unix_sock;
+    Server unix_server = co_await create_unix_server(loop, echo, "", unix_options);
+    EXPECT_TRUE(is_nonblocking(unix_sock));
+    unix_server.close();
+    co_await unix_server.wait_closed();
+
+    int udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    EXPECT_EQ(::bind(udp, any.sockaddr_ptr(), any.sockaddr_len()), 0);
+    DatagramOptions udp_options;
+    udp_options.sock = udp;
+    auto [udp_transport, udp_protocol] = co_await create_datagram_endpoint(
+        loop, [] { return std::make_shared<DatagramProtocol>(); }, udp_options);
+    EXPECT_TRUE(is_nonblocking(udp));
+    udp_transport->close();
+
+    int pair[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    ConnectOptions connect_options;
+    connect_options.sock = pair[0];
+    auto [wrapped, wrapped_protocol] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "", 0, connect_options);
+    EXPECT_TRUE(is_nonblocking(pair[0]));
+    ::close(pair[1]);
+    co_await wrapped_protocol->closed;
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio

@@ -33,6 +33,10 @@ void deliver_connection_lost(EventLoop& loop, BaseProtocol* protocol, std::excep
 std::exception_ptr os_error(int err, const std::string& what);
 [[noreturn]] void throw_os_error(int err, const std::string& what);
 
+// O_NONBLOCK on (socket.setblocking(False)): a caller's socket may come
+// blocking, and one blocking accept or recv would stall the whole loop.
+void set_nonblocking(int fd);
+
 // Suspends until fd is readable (writable); removes the watch however the
 // wait ends (cancellation included).
 Coro<void> wait_readable(EventLoop& loop, int fd);
