@@ -297,6 +297,7 @@ void SocketTransport::write(std::string_view data) {
 
 void SocketTransport::writelines(const std::vector<std::string>& data) {
   if (eof_) throw std::runtime_error("Cannot call writelines() after write_eof()");
+  if (sendfile_in_progress_) throw std::runtime_error("unable to write; sendfile is in progress");
   if (closing_ || conn_lost_) return;
   if (get_write_buffer_size() != 0) {
     for (const std::string& s : data) buffer_rest(s.data(), s.size());
@@ -403,6 +404,43 @@ Coro<void> SocketTransport::wait_until_flushed() {
   co_await waiter;
 }
 
+int SocketTransport::sendfile_socket() const {
+  if (closing_ || conn_lost_ || fd_ < 0) {
+    throw_os_error(ECONNABORTED, "sendfile: the transport was closed");
+  }
+  return fd_;
+}
+
+Coro<void> SocketTransport::wait_writable_for_sendfile() {
+  int fd = sendfile_socket();
+  Future<void> ready = create_future<void>(loop_);
+  sendfile_waiter_ = ready;
+  loop_.add_writer(fd, [this] { stop_sendfile_wait(false); });
+  writer_registered_ = true;
+  struct Unwatch {
+    SocketTransport& t;
+    ~Unwatch() { t.stop_sendfile_wait(false); }  // cancelled: the watch goes
+  } unwatch{*this};
+  co_await ready;
+  sendfile_socket();  // closed after the socket became writable
+}
+
+void SocketTransport::stop_sendfile_wait(bool closed) {
+  if (!sendfile_waiter_) return;
+  Future<void> waiter = std::move(*sendfile_waiter_);
+  sendfile_waiter_.reset();
+  if (writer_registered_) {
+    loop_.remove_writer(fd_);
+    writer_registered_ = false;
+  }
+  if (waiter.done()) return;
+  if (closed) {
+    waiter.set_exception(os_error(ECONNABORTED, "sendfile: the transport was closed"));
+  } else {
+    waiter.set_result();
+  }
+}
+
 void SocketTransport::write_eof() {
   if (closing_ || eof_) return;
   eof_ = true;
@@ -449,6 +487,7 @@ void SocketTransport::maybe_resume_protocol() {
 void SocketTransport::close() {
   if (closing_) return;
   closing_ = true;
+  stop_sendfile_wait(true);
   if (reading_) {
     loop_.remove_reader(fd_);
     reading_ = false;
@@ -464,6 +503,7 @@ void SocketTransport::on_loop_closed() {
   // immediate. Its watches are gone with the loop's.
   reading_ = writer_registered_ = false;
   closing_ = conn_lost_ = true;
+  sendfile_waiter_.reset();
   buffer_.clear();
   buffer_offset_ = 0;
   flush_waiters_.clear();
@@ -487,6 +527,7 @@ void SocketTransport::fatal_error(std::exception_ptr exc, const char* message) {
 
 void SocketTransport::force_close(std::exception_ptr exc) {
   if (conn_lost_) return;
+  stop_sendfile_wait(true);
   buffer_.clear();
   buffer_offset_ = 0;
   if (writer_registered_) {

@@ -750,3 +750,82 @@ TEST(ServerTest, CallerProvidedSocketsAreMadeNonBlocking) {
 
 }  // namespace
 }  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+// Reads nothing: whatever is sent to it stays in the socket buffers.
+class NeverReads : public Protocol {
+ public:
+  void connection_made(std::shared_ptr<BaseTransport> t) override {
+    transport = std::static_pointer_cast<Transport>(t);
+    transport->pause_reading();
+  }
+  std::shared_ptr<Transport> transport;
+};
+
+// A file far larger than the socket buffers (sparse: no disk used).
+int big_sparse_file() {
+  char name[] = "/tmp/asyncio-sendfile-XXXXXX";
+  int file = ::mkstemp(name);
+  ::unlink(name);
+  EXPECT_EQ(::ftruncate(file, 256 << 20), 0);
+  return file;
+}
+
+// Closing (or aborting) a transport while sendfile waits for the socket to
+// drain ends the transfer with an error; the descriptor number, reused by the
+// next socket, is never written to.
+void close_during_sendfile(bool abort) {
+  run([](bool abort) -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<NeverReads>> server_side;
+    Server server = co_await create_server(
+        loop,
+        [&server_side] {
+          server_side.push_back(std::make_shared<NeverReads>());
+          return server_side.back();
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    int file = big_sparse_file();
+    Task<size_t> sending = create_task(sendfile(loop, *transport, file));
+    while (server_side.empty()) co_await sleep(0s);  // accepted
+    co_await sleep(0s);                              // sendfile filled the socket buffers and waits
+    EXPECT_FALSE(sending.done());
+    EXPECT_THROW(transport->write("x"), std::runtime_error);
+    std::vector<std::string> lines{"x"};
+    EXPECT_THROW(transport->writelines(lines), std::runtime_error);
+    int old_fd = std::any_cast<int>(transport->get_extra_info("socket"));
+    if (abort) {
+      transport->abort();
+    } else {
+      transport->close();
+    }
+    co_await client->closed;
+    // The number comes back with the next socket.
+    int pair[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair), 0);
+    EXPECT_EQ(pair[0], old_fd);
+    auto [reused, reused_protocol] = co_await connect_accepted_socket(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, pair[0]);
+    EXPECT_THROW(co_await wait_for(std::move(sending), 5s), std::system_error);
+    reused->write("mine");
+    EXPECT_EQ(co_await wait_for(sock_recv(loop, pair[1], 100), 5s), "mine")
+        << "nothing of the file reached the new socket";
+    reused->close();
+    co_await reused_protocol->closed;
+    ::close(pair[1]);
+    ::close(file);
+    server_side[0]->transport->abort();
+    server.close();
+    co_await server.wait_closed();
+  }(abort));
+}
+
+TEST(TransportTest, CloseDuringSendfileEndsItWithAnError) { close_during_sendfile(false); }
+TEST(TransportTest, AbortDuringSendfileEndsItWithAnError) { close_during_sendfile(true); }
+
+}  // namespace
+}  // namespace asyncio

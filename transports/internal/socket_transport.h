@@ -110,10 +110,14 @@ class SocketTransport final : public Transport, public OpenTransport {
 
   void on_loop_closed() override;
 
-  // For sendfile: the socket, and waiting until the write buffer is empty.
-  int fd() const { return fd_; }
+  // For sendfile: waiting until the write buffer is empty; the socket, which
+  // is asked for again after every wait because close() and abort() take it
+  // away (its number may belong to another connection by then): both throw
+  // std::system_error(ECONNABORTED) once the transport is closing.
   Coro<void> wait_until_flushed();
-  // While sendfile owns the socket, write() throws.
+  int sendfile_socket() const;
+  Coro<void> wait_writable_for_sendfile();
+  // While sendfile owns the socket, write() and writelines() throw.
   void set_sendfile_in_progress(bool on) { sendfile_in_progress_ = on; }
 
  private:
@@ -128,6 +132,8 @@ class SocketTransport final : public Transport, public OpenTransport {
   void maybe_resume_protocol();
   void buffer_rest(const char* data, size_t size);
   void flushed();
+  // Ends sendfile's wait for writability, with an error when `closed`.
+  void stop_sendfile_wait(bool closed);
 
   EventLoop& loop_;
   int fd_;
@@ -141,6 +147,7 @@ class SocketTransport final : public Transport, public OpenTransport {
   size_t high_ = 64 * 1024;
   size_t low_ = 16 * 1024;
   std::vector<Future<void>> flush_waiters_;
+  std::optional<Future<void>> sendfile_waiter_;  // its writer watch is ours
   bool closing_ = false;
   bool conn_lost_ = false;
   bool paused_ = false;           // pause_reading()
