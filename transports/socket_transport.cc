@@ -152,10 +152,11 @@ SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<BasePr
                                  std::shared_ptr<ServerState> server)
     : loop_(loop), fd_(fd), server_(std::move(server)) {
   set_protocol(std::move(protocol));
-  if (server_) server_->attach();
+  if (server_) server_->attach(this);
 }
 
 SocketTransport::~SocketTransport() {
+  if (server_) server_->detach(this);  // never started: still counted
   if (fd_ >= 0) {
     try {
       if (reading_) loop_.remove_reader(fd_);
@@ -559,7 +560,7 @@ void SocketTransport::call_connection_lost(std::exception_ptr exc) {
   stream_protocol_ = nullptr;
   buffered_protocol_ = nullptr;
   if (server_) {
-    server_->detach();
+    server_->detach(this);
     server_.reset();
   }
 }

@@ -193,12 +193,21 @@ class Server {
   std::vector<SocketInfo> sockets() const;
   // Starts accepting (idempotent).
   Coro<void> start_serving();
-  // Accepts until cancelled; the cancellation closes the server.
+  // Accepts until cancelled. The cancellation closes the server and its
+  // connections: close_clients(), then, after 5 s or a second cancellation,
+  // abort_clients(); it ends when they are all gone.
   Coro<void> serve_forever();
   // Stops listening and closes the listening sockets; connections that are
-  // open stay open.
+  // open stay open (see close_clients).
   void close();
-  // Waits until the server is closed and its connections are gone.
+  // Closes every connection the server accepted that is still open
+  // (asyncio 3.13): each sends what it has buffered, then connection_lost
+  // follows.
+  void close_clients();
+  // Aborts them: buffered data is dropped, connection_lost follows at once.
+  void abort_clients();
+  // Waits until the server is closed and its connections are gone: an idle
+  // connection keeps it waiting until it closes (close_clients).
   Coro<void> wait_closed();
 
  private:

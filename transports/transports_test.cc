@@ -829,3 +829,91 @@ TEST(TransportTest, AbortDuringSendfileEndsItWithAnError) { close_during_sendfil
 
 }  // namespace
 }  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+// Writes a lot on connect to a peer that reads nothing: it stays buffered.
+class Flooder : public Protocol {
+ public:
+  void connection_made(std::shared_ptr<BaseTransport> t) override {
+    transport = std::static_pointer_cast<Transport>(t);
+    transport->write(std::string(32 << 20, 'f'));
+  }
+  std::shared_ptr<Transport> transport;
+};
+
+TEST(ServerTest, WaitClosedWaitsForClientsUntilCloseClients) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<EchoProtocol>> server_side;
+    Server server = co_await create_server(
+        loop,
+        [&server_side] {
+          server_side.push_back(std::make_shared<EchoProtocol>());
+          return server_side.back();
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    transport->write("x");
+    co_await client->wait_for_bytes(1);  // the server has the connection
+    server.close();
+    Task<void> closing = create_task(server.wait_closed());
+    co_await sleep(0s);
+    EXPECT_FALSE(closing.done()) << "an idle client keeps the server open";
+    server.close_clients();
+    co_await wait_for(std::move(closing), 5s);
+    co_await wait_for(client->closed, 5s);
+    EXPECT_TRUE(client->got_eof);
+    EXPECT_TRUE(server_side.at(0)->lost);
+  }());
+}
+
+TEST(ServerTest, AbortClientsDropsWhatTheyHaveBuffered) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<Flooder>> server_side;
+    Server server = co_await create_server(
+        loop,
+        [&server_side] {
+          server_side.push_back(std::make_shared<Flooder>());
+          return server_side.back();
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [] { return std::make_shared<NeverReads>(); }, "127.0.0.1", port_of(server));
+    while (server_side.empty() || !server_side[0]->transport) co_await sleep(0s);
+    EXPECT_GT(server_side[0]->transport->get_write_buffer_size(), 0u);
+    server.close();
+    server.close_clients();  // waits for a flush that never comes
+    co_await sleep(0s);
+    EXPECT_TRUE(server_side[0]->transport->is_closing());
+    server.abort_clients();
+    co_await wait_for(server.wait_closed(), 5s);
+    EXPECT_EQ(server_side[0]->transport->get_write_buffer_size(), 0u);
+    transport->close();
+  }());
+}
+
+// asyncio::run cancels serve_forever on its way out: an idle connection
+// must not keep the program from ending.
+TEST(ServerTest, CancellingServeForeverClosesIdleClients) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    Server server = co_await create_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, "127.0.0.1", 0);
+    auto serve = [](Server s) -> Coro<void> { co_await s.serve_forever(); };
+    Task<void> serving = create_task(serve(server));
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    transport->write("x");
+    co_await client->wait_for_bytes(1);
+    serving.cancel();
+    EXPECT_THROW(co_await wait_for(std::move(serving), 5s), CancelledError);
+    co_await wait_for(client->closed, 5s);
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio
