@@ -17,6 +17,7 @@
 
 #include "futures/futures.h"
 #include "gtest/gtest.h"
+#include "transports/internal/socket_transport.h"
 
 namespace asyncio {
 namespace {
@@ -912,6 +913,55 @@ TEST(ServerTest, CancellingServeForeverClosesIdleClients) {
     serving.cancel();
     EXPECT_THROW(co_await wait_for(std::move(serving), 5s), CancelledError);
     co_await wait_for(client->closed, 5s);
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio
+
+#include <dlfcn.h>
+#include <pthread.h>
+
+#include <atomic>
+
+// Counts the threads the process starts.
+std::atomic<int> threads_started{0};
+extern "C" int pthread_create(pthread_t* thread, const pthread_attr_t* attr, void* (*start)(void*),
+                              void* arg) {
+  using Real = int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+  static const Real real = reinterpret_cast<Real>(::dlsym(RTLD_NEXT, "pthread_create"));
+  threads_started.fetch_add(1);
+  return real(thread, attr, start, arg);
+}
+
+namespace asyncio {
+namespace {
+
+// Name lookups without a resolver or an executor share a few threads
+// instead of starting one each.
+TEST(TransportTest, SystemLookupsShareAFewThreads) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    const int before = threads_started.load();
+    std::vector<Task<std::vector<AddrInfo>>> lookups;
+    for (int i = 0; i < 64; ++i) {
+      lookups.push_back(
+          create_task(transports_internal::resolve(loop, "localhost", 80, AddrInfoHints())));
+    }
+    for (auto& lookup : lookups) EXPECT_FALSE((co_await wait_for(lookup, 5s)).empty());
+    EXPECT_LE(threads_started.load() - before, 4) << "threads started for 64 lookups";
+    // A cancelled lookup that has not started is dropped: the rest go on.
+    std::vector<Task<std::vector<AddrInfo>>> cancelled;
+    for (int i = 0; i < 16; ++i) {
+      cancelled.push_back(
+          create_task(transports_internal::resolve(loop, "localhost", 80, AddrInfoHints())));
+    }
+    co_await sleep(0s);
+    for (auto& lookup : cancelled) lookup.cancel();
+    EXPECT_FALSE((co_await wait_for(
+                      transports_internal::resolve(loop, "localhost", 80, AddrInfoHints()), 5s))
+                     .empty());
+    EXPECT_LE(threads_started.load() - before, 4);
   }());
 }
 
