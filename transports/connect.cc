@@ -220,9 +220,11 @@ Coro<int> connect_socket(EventLoop& loop, int fd, const SocketAddress& addr) {
     if (::connect(fd, addr.sockaddr_ptr(), addr.sockaddr_len()) == 0) co_return 0;
     int err = errno;
     if (err == EINTR) continue;
-    if (err != EINPROGRESS && err != EAGAIN) co_return err;
+    // EAGAIN too: a Unix socket's server has a full backlog, and no
+    // readiness event would say when it has room (the socket is writable
+    // all along: waiting for that would spin).
+    if (err != EINPROGRESS) co_return err;
     co_await wait_writable(loop, fd);
-    if (err == EAGAIN) continue;  // a Unix socket's full backlog: try again
     int so_error = 0;
     socklen_t len = sizeof(so_error);
     if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) co_return errno;
@@ -359,6 +361,9 @@ Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, Protoco
   FdGuard sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (sock.get() < 0) throw_os_error(errno, "socket");
   int err = co_await connect_socket(loop, sock.get(), addr);
+  if (err == EAGAIN) {
+    throw_os_error(err, "Connect call failed (" + path + "): the server's backlog is full");
+  }
   if (err != 0) throw_os_error(err, "Connect call failed (" + path + ")");
   const std::string no_host;
   co_return co_await wrap_socket(loop, factory, sock, options, no_host);

@@ -67,11 +67,14 @@ Coro<void> sock_connect(EventLoop& loop, int sock, const SocketAddress& addr) {
     if (::connect(sock, addr.sockaddr_ptr(), addr.sockaddr_len()) == 0) co_return;
     int err = errno;
     if (err == EINTR) continue;
-    if (err != EINPROGRESS && err != EAGAIN) {
-      throw_os_error(err, "Connect call failed (" + addr.to_string() + ")");
+    if (err == EAGAIN) {
+      // A Unix socket's server has a full backlog (or no local port is
+      // free): no readiness event says when to retry, so say so.
+      throw_os_error(err, "Connect call failed (" + addr.to_string() +
+                              "): the server's backlog is full or no local port is free");
     }
+    if (err != EINPROGRESS) throw_os_error(err, "Connect call failed (" + addr.to_string() + ")");
     co_await wait_writable(loop, sock);
-    if (err == EAGAIN) continue;
     int so_error = 0;
     socklen_t len = sizeof(so_error);
     if (::getsockopt(sock, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;

@@ -967,3 +967,54 @@ TEST(TransportTest, SystemLookupsShareAFewThreads) {
 
 }  // namespace
 }  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+// A Unix server whose backlog is full: connecting fails at once with EAGAIN
+// instead of spinning on a socket that is always writable.
+TEST(TransportTest, UnixConnectToAFullBacklogFails) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::string path = std::string("\0asyncio-backlog-", 17) + std::to_string(::getpid());
+    ServerOptions options;
+    options.start_serving = false;  // nobody accepts
+    options.backlog = 1;
+    Server server = co_await create_unix_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, path, options);
+    SocketAddress addr = SocketAddress::unix_path(path);
+    std::vector<int> waiting;
+    for (int i = 0; i < 100; ++i) {
+      int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      waiting.push_back(fd);
+      if (::connect(fd, addr.sockaddr_ptr(), addr.sockaddr_len()) != 0) {
+        EXPECT_EQ(errno, EAGAIN);
+        break;
+      }
+    }
+    int code = 0;
+    try {
+      co_await wait_for(create_unix_connection(
+                            loop, [] { return std::make_shared<EchoProtocol>(); }, path),
+                        5s);
+    } catch (const std::system_error& e) {
+      code = e.code().value();
+    }
+    EXPECT_EQ(code, EAGAIN);
+    int raw = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    code = 0;
+    try {
+      co_await wait_for(sock_connect(loop, raw, addr), 5s);
+    } catch (const std::system_error& e) {
+      code = e.code().value();
+    }
+    EXPECT_EQ(code, EAGAIN);
+    ::close(raw);
+    for (int fd : waiting) ::close(fd);
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio
