@@ -125,7 +125,15 @@ class DatagramTransport : public BaseTransport {
   // it.
   virtual void sendto(std::string_view data, std::optional<SocketAddress> addr = {}) = 0;
   virtual void abort() = 0;
+  // Bytes queued because the socket would have blocked.
   virtual size_t get_write_buffer_size() const = 0;
+  // Write flow control over that queue, as a stream transport's: the
+  // protocol's pause_writing()/resume_writing() follow it. Defaults: high
+  // 64 KiB, low high/4. Throws std::invalid_argument unless high >= low.
+  virtual void set_write_buffer_limits(std::optional<size_t> high = {},
+                                       std::optional<size_t> low = {}) = 0;
+  // {low, high}
+  virtual std::pair<size_t, size_t> get_write_buffer_limits() const = 0;
 };
 
 // ---------------------------------------------------------------------------

@@ -1018,3 +1018,61 @@ TEST(TransportTest, UnixConnectToAFullBacklogFails) {
 
 }  // namespace
 }  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+class CountsPauses : public DatagramProtocol {
+ public:
+  explicit CountsPauses(EventLoop& loop) : resumed(create_future<void>(loop)) {}
+  void pause_writing() override { ++pauses; }
+  void resume_writing() override {
+    ++resumes;
+    if (!resumed.done()) resumed.set_result();
+  }
+  int pauses = 0, resumes = 0;
+  Future<void> resumed;
+};
+
+// The send queue of a datagram transport has write flow control, as a
+// stream transport's buffer (asyncio's _SelectorDatagramTransport).
+TEST(TransportTest, DatagramSendQueueHasFlowControl) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    // A Unix datagram receiver that reads nothing: once its queue is full,
+    // sends would block and the transport queues them.
+    std::string suffix = std::to_string(::getpid());
+    SocketAddress receiver_addr =
+        SocketAddress::unix_path(std::string("\0asyncio-dgram-recv-", 20) + suffix);
+    int receiver = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    EXPECT_EQ(::bind(receiver, receiver_addr.sockaddr_ptr(), receiver_addr.sockaddr_len()), 0);
+    DatagramOptions options;
+    options.local_addr =
+        SocketAddress::unix_path(std::string("\0asyncio-dgram-send-", 20) + suffix);
+    auto [transport, protocol] = co_await create_datagram_endpoint(
+        loop, [&loop] { return std::make_shared<CountsPauses>(loop); }, options);
+    const std::string datagram(1000, 'd');
+    for (int i = 0; i < 400; ++i) transport->sendto(datagram, receiver_addr);
+    EXPECT_GT(transport->get_write_buffer_size(), 64u * 1024);
+    EXPECT_EQ(protocol->pauses, 1) << "over the default 64 KiB high-water mark";
+    EXPECT_EQ(protocol->resumes, 0);
+    size_t received = 0;
+    while (!protocol->resumed.done()) {
+      received += (co_await wait_for(sock_recv(loop, receiver, 2000), 5s)).size();
+    }
+    EXPECT_EQ(protocol->resumes, 1);
+    EXPECT_LE(transport->get_write_buffer_size(), 16u * 1024);
+    EXPECT_EQ(transport->get_write_buffer_limits(),
+              std::make_pair(size_t{16 * 1024}, size_t{64 * 1024}));
+    EXPECT_THROW(transport->set_write_buffer_limits(10, 20), std::invalid_argument);
+    // Lower limits than what is queued pause at once.
+    transport->set_write_buffer_limits(100);
+    EXPECT_EQ(transport->get_write_buffer_limits(), std::make_pair(size_t{25}, size_t{100}));
+    EXPECT_EQ(protocol->pauses, transport->get_write_buffer_size() >= 100 ? 2 : 1);
+    transport->abort();
+    ::close(receiver);
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio
