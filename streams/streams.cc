@@ -1,6 +1,7 @@
 #include "streams/streams.h"
 
 #include <cerrno>
+#include <optional>
 #include <system_error>
 
 namespace asyncio {
@@ -242,7 +243,18 @@ void StreamReaderProtocol::connection_made(std::shared_ptr<BaseTransport> transp
   if (reader_) reader_->set_transport(stream);
   if (!client_connected_) return;
   StreamWriter writer(stream, shared_from_this(), reader_);
-  Task<void> task = create_task(loop_, client_connected_(*reader_, writer));
+  std::optional<Coro<void>> handler;
+  try {
+    handler.emplace(client_connected_(*reader_, writer));
+  } catch (...) {
+    // The callable threw instead of returning its coroutine: as a handler
+    // that fails.
+    loop_.call_exception_handler(
+        {"Unhandled exception in client_connected_cb", std::current_exception(), "", ""});
+    stream->close();
+    return;
+  }
+  Task<void> task = create_task(loop_, std::move(*handler));
   // A handler that fails (or is cancelled) closes its connection; a failure
   // is reported, as asyncio does.
   task.add_done_callback([stream, &loop = loop_](Future<void>& t) {

@@ -285,3 +285,30 @@ TEST(StreamsTest, OpenConnectionRefused) {
 
 }  // namespace
 }  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+// A handler that throws instead of returning its coroutine: the connection
+// closes and the error is reported, as for a handler that fails later.
+TEST(StreamsTest, HandlerThrowingBeforeItsCoroutineClosesTheConnection) {
+  std::vector<std::string> reports;
+  run([](std::vector<std::string>& r) -> Coro<void> {
+    get_running_loop().set_exception_handler(
+        [&r](EventLoop&, const ExceptionContext& ctx) { r.push_back(ctx.message); });
+    ClientConnected throwing = [](StreamReader, StreamWriter) -> Coro<void> {
+      throw std::runtime_error("no handler for you");
+    };
+    Server server = co_await start_server(throwing, "127.0.0.1", 0);
+    auto [reader, writer] = co_await open_connection("127.0.0.1", port_of(server));
+    EXPECT_EQ(co_await wait_for(reader.read(), 5s), "");  // closed by the server
+    writer.close();
+    server.close();
+    co_await wait_for(server.wait_closed(), 5s);
+  }(reports));
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0], "Unhandled exception in client_connected_cb");
+}
+
+}  // namespace
+}  // namespace asyncio

@@ -1,15 +1,19 @@
 // Name resolution and the functions that create stream transports.
-#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
+#include <system_error>
 #include <thread>
 
 #include "transports/internal/socket_transport.h"
@@ -58,6 +62,63 @@ struct SystemLookup {
   std::vector<AddrInfo> results;
   std::exception_ptr error;
   std::optional<Future<void>> done;
+  std::atomic<bool> abandoned{false};  // nobody awaits it any more
+};
+
+// The threads that run system lookups when the loop has no executor: a few,
+// process-wide, started on demand; lookups beyond them wait in a queue.
+class LookupThreads {
+ public:
+  static constexpr int kMaxThreads = 4;
+
+  static LookupThreads& instance() {
+    // Never destroyed: its detached threads may outlive main.
+    static LookupThreads* threads = new LookupThreads;
+    return *threads;
+  }
+
+  void submit(std::function<void()> job) {
+    std::lock_guard<std::mutex> lock(mu_);
+    queue_.push_back(std::move(job));
+    // A new thread only when the idle ones cannot take every queued lookup.
+    if (queue_.size() > static_cast<size_t>(idle_) && started_ < kMaxThreads) {
+      try {
+        std::thread([this] { work(); }).detach();
+        ++started_;
+      } catch (const std::system_error&) {
+        // No thread to be had: a running one takes it later, or, with none,
+        // the lookup fails now.
+        if (started_ == 0) {
+          queue_.pop_back();
+          throw;
+        }
+      }
+    } else {
+      wake_.notify_one();
+    }
+  }
+
+ private:
+  void work() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      ++idle_;
+      wake_.wait(lock, [this] { return !queue_.empty(); });
+      --idle_;
+      std::function<void()> job = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      job();
+      job = nullptr;  // its captures go before the next wait
+      lock.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> queue_;
+  int started_ = 0;
+  int idle_ = 0;
 };
 
 void system_getaddrinfo(const std::string& host, const std::string& port, AddrInfoHints hints,
@@ -84,7 +145,11 @@ void system_getaddrinfo(const std::string& host, const std::string& port, AddrIn
 
 struct ResetDone {
   SystemLookup& lookup;
-  ~ResetDone() { lookup.done.reset(); }
+  ~ResetDone() {
+    lookup.done.reset();
+    // A cancelled lookup that has not started is dropped.
+    lookup.abandoned.store(true, std::memory_order_release);
+  }
 };
 
 Coro<std::vector<AddrInfo>> resolve_with_system(EventLoop& loop, std::string host, std::string port,
@@ -93,6 +158,7 @@ Coro<std::vector<AddrInfo>> resolve_with_system(EventLoop& loop, std::string hos
   lookup->done = create_future<void>(loop);
   ResetDone reset{*lookup};
   auto job = [lookup, anchor = anchor_of(loop), host, port, hints]() mutable {
+    if (lookup->abandoned.load(std::memory_order_acquire)) return;
     std::vector<AddrInfo> results;
     std::exception_ptr error;
     system_getaddrinfo(host, port, hints, results, error);
@@ -115,7 +181,7 @@ Coro<std::vector<AddrInfo>> resolve_with_system(EventLoop& loop, std::string hos
   if (const std::shared_ptr<Executor>& executor = loop.default_executor()) {
     executor->execute(std::move(job));
   } else {
-    std::thread(std::move(job)).detach();
+    LookupThreads::instance().submit(std::move(job));
   }
   co_await *lookup->done;
   if (lookup->error) std::rethrow_exception(lookup->error);
@@ -148,20 +214,17 @@ Coro<std::vector<AddrInfo>> resolve_with(EventLoop& loop, std::shared_ptr<NameRe
   co_return co_await result;
 }
 
-void set_nonblocking(int fd) {
-  int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw_os_error(errno, "fcntl");
-}
-
 // Connects a non-blocking socket; returns 0 or the errno of the failure.
 Coro<int> connect_socket(EventLoop& loop, int fd, const SocketAddress& addr) {
   while (true) {
     if (::connect(fd, addr.sockaddr_ptr(), addr.sockaddr_len()) == 0) co_return 0;
     int err = errno;
     if (err == EINTR) continue;
-    if (err != EINPROGRESS && err != EAGAIN) co_return err;
+    // EAGAIN too: a Unix socket's server has a full backlog, and no
+    // readiness event would say when it has room (the socket is writable
+    // all along: waiting for that would spin).
+    if (err != EINPROGRESS) co_return err;
     co_await wait_writable(loop, fd);
-    if (err == EAGAIN) continue;  // a Unix socket's full backlog: try again
     int so_error = 0;
     socklen_t len = sizeof(so_error);
     if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) co_return errno;
@@ -298,6 +361,9 @@ Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, Protoco
   FdGuard sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (sock.get() < 0) throw_os_error(errno, "socket");
   int err = co_await connect_socket(loop, sock.get(), addr);
+  if (err == EAGAIN) {
+    throw_os_error(err, "Connect call failed (" + path + "): the server's backlog is full");
+  }
   if (err != 0) throw_os_error(err, "Connect call failed (" + path + ")");
   const std::string no_host;
   co_return co_await wrap_socket(loop, factory, sock, options, no_host);

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <deque>
 #include <stdexcept>
+#include <string>
+#include <utility>
 
 #include "transports/internal/socket_transport.h"
 #include "transports/transports.h"
@@ -14,6 +16,7 @@ namespace asyncio::transports_internal {
 namespace {
 
 constexpr size_t kMaxDatagram = 256 * 1024;
+constexpr size_t kDefaultHighWater = 64 * 1024;  // as a stream transport's
 
 class DatagramSocketTransport final : public DatagramTransport, public OpenTransport {
  public:
@@ -82,6 +85,19 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   }
   std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_; }
   size_t get_write_buffer_size() const override { return queued_bytes_; }
+  void set_write_buffer_limits(std::optional<size_t> high = {},
+                               std::optional<size_t> low = {}) override {
+    size_t h = high ? *high : (low ? 4 * *low : kDefaultHighWater);
+    size_t l = low ? *low : h / 4;
+    if (l > h) {
+      throw std::invalid_argument("high (" + std::to_string(h) + ") must be >= low (" +
+                                  std::to_string(l) + ")");
+    }
+    high_ = h;
+    low_ = l;
+    maybe_pause_protocol();
+  }
+  std::pair<size_t, size_t> get_write_buffer_limits() const override { return {low_, high_}; }
 
   void sendto(std::string_view data, std::optional<SocketAddress> addr) override {
     if (remote_ && addr && !(*addr == *remote_)) {
@@ -103,6 +119,7 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
       loop_.add_writer(fd_, [this] { on_writable(); });
       writing_ = true;
     }
+    maybe_pause_protocol();
   }
 
   void on_loop_closed() override {
@@ -156,14 +173,17 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   }
 
   void on_writable() {
-    while (!queue_.empty()) {
+    while (!queue_.empty() && !conn_lost_) {
       auto& [data, addr] = queue_.front();
       int err = send_one(data, addr);
-      if (err != 0 && would_block(err)) return;
+      if (err != 0 && would_block(err)) break;
       queued_bytes_ -= data.size();
       queue_.pop_front();
       if (err != 0) report_error(err);
     }
+    if (conn_lost_) return;  // the protocol aborted
+    maybe_resume_protocol();
+    if (!queue_.empty()) return;
     if (writing_) {
       loop_.remove_writer(fd_);
       writing_ = false;
@@ -171,6 +191,29 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
     if (closing_ && !conn_lost_) {
       conn_lost_ = true;
       loop_.call_soon([this] { call_connection_lost(nullptr); });
+    }
+  }
+
+  // Write flow control, as SocketTransport's.
+  void maybe_pause_protocol() {
+    if (protocol_paused_ || queued_bytes_ < high_ || queued_bytes_ == 0) return;
+    protocol_paused_ = true;
+    try {
+      datagram_protocol_->pause_writing();
+    } catch (...) {
+      loop_.call_exception_handler(
+          {"protocol.pause_writing() failed", std::current_exception(), "", ""});
+    }
+  }
+
+  void maybe_resume_protocol() {
+    if (!protocol_paused_ || queued_bytes_ > low_) return;
+    protocol_paused_ = false;
+    try {
+      datagram_protocol_->resume_writing();
+    } catch (...) {
+      loop_.call_exception_handler(
+          {"protocol.resume_writing() failed", std::current_exception(), "", ""});
     }
   }
 
@@ -213,6 +256,9 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   std::shared_ptr<DatagramSocketTransport> self_;
   std::deque<std::pair<std::string, std::optional<SocketAddress>>> queue_;
   size_t queued_bytes_ = 0;
+  size_t high_ = kDefaultHighWater;
+  size_t low_ = kDefaultHighWater / 4;
+  bool protocol_paused_ = false;  // pause_writing() was called
   bool closing_ = false;
   bool conn_lost_ = false;
   bool reading_ = false;
@@ -227,6 +273,7 @@ Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loo
   FdGuard sock;
   if (options.sock >= 0) {
     sock.reset(options.sock);
+    set_nonblocking(sock.get());
   } else {
     int family = options.family;
     if (family == 0 && options.local_addr) family = options.local_addr->family();

@@ -19,6 +19,9 @@ namespace transports_internal {
 namespace {
 
 constexpr double kAcceptRetryDelay = 1.0;  // seconds, as asyncio's
+// How long a cancelled serve_forever lets its clients flush what they have
+// buffered before it aborts them.
+constexpr double kClientsCloseGrace = 5.0;  // seconds
 
 }  // namespace
 
@@ -106,9 +109,27 @@ void ServerState::close() {
   if (active_connections == 0) wake_up_waiters();
 }
 
-void ServerState::detach() {
+void ServerState::detach(Transport* client) {
   --active_connections;
+  clients.erase(client);
   if (active_connections == 0 && closed) wake_up_waiters();
+}
+
+void ServerState::close_clients(bool abort) {
+  // A copy: closing may detach clients (and a client may be the last owner
+  // of another's protocol), so keep each alive while we go.
+  std::vector<std::shared_ptr<Transport>> copy;
+  copy.reserve(clients.size());
+  for (Transport* client : clients) {
+    copy.push_back(std::static_pointer_cast<Transport>(client->shared_from_this()));
+  }
+  for (const std::shared_ptr<Transport>& client : copy) {
+    if (abort) {
+      client->abort();
+    } else {
+      client->close();
+    }
+  }
 }
 
 void ServerState::wake_up_waiters() {
@@ -182,14 +203,29 @@ Coro<void> Server::serve_forever() {
   }
   s->serving_forever.reset();
   if (cancelled) {
-    // Cancelling serve_forever closes the server.
+    // Cancelling serve_forever closes the server and its connections (else
+    // an idle client would keep wait_closed, and the program, from ending):
+    // first gently, then, if they cannot flush in time or the wait is
+    // cancelled again, at once.
     s->close();
+    s->close_clients(false);
+    try {
+      co_await wait_for(Server(s).wait_closed(),
+                        std::chrono::duration<double>(transports_internal::kClientsCloseGrace));
+    } catch (const TimeoutError&) {
+    } catch (const CancelledError&) {
+      s->close_clients(true);
+      throw;
+    }
+    s->close_clients(true);
     co_await Server(s).wait_closed();
     std::rethrow_exception(cancelled);
   }
 }
 
 void Server::close() { state_->close(); }
+void Server::close_clients() { state_->close_clients(false); }
+void Server::abort_clients() { state_->close_clients(true); }
 
 Coro<void> Server::wait_closed() {
   std::shared_ptr<ServerState> s = state_;
@@ -204,6 +240,7 @@ Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
   state->set_tls(options);
   if (options.sock >= 0) {
+    transports_internal::set_nonblocking(options.sock);
     state->fds.push_back(options.sock);
     co_return co_await transports_internal::serve(state, options);
   }
@@ -263,6 +300,7 @@ Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::s
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
   state->set_tls(options);
   if (options.sock >= 0) {
+    transports_internal::set_nonblocking(options.sock);
     state->fds.push_back(options.sock);
     co_return co_await transports_internal::serve(state, options);
   }

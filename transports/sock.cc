@@ -67,11 +67,14 @@ Coro<void> sock_connect(EventLoop& loop, int sock, const SocketAddress& addr) {
     if (::connect(sock, addr.sockaddr_ptr(), addr.sockaddr_len()) == 0) co_return;
     int err = errno;
     if (err == EINTR) continue;
-    if (err != EINPROGRESS && err != EAGAIN) {
-      throw_os_error(err, "Connect call failed (" + addr.to_string() + ")");
+    if (err == EAGAIN) {
+      // A Unix socket's server has a full backlog (or no local port is
+      // free): no readiness event says when to retry, so say so.
+      throw_os_error(err, "Connect call failed (" + addr.to_string() +
+                              "): the server's backlog is full or no local port is free");
     }
+    if (err != EINPROGRESS) throw_os_error(err, "Connect call failed (" + addr.to_string() + ")");
     co_await wait_writable(loop, sock);
-    if (err == EAGAIN) continue;
     int so_error = 0;
     socklen_t len = sizeof(so_error);
     if (::getsockopt(sock, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
@@ -116,10 +119,66 @@ Coro<size_t> copy_file(int file_fd, off_t offset, std::optional<size_t> count, S
   co_return total;
 }
 
-Coro<size_t> sendfile_fallback(EventLoop& loop, int sock, int file_fd, off_t offset,
-                               std::optional<size_t> count) {
-  auto send = [&loop, sock](std::string_view data) { return sock_sendall(loop, sock, data); };
-  co_return co_await copy_file(file_fd, offset, count, send);
+// Where sendfile writes: a raw socket the caller owns, or a transport's
+// socket, which the transport's close() can take away during any wait (its
+// number may be reused by then, so it is asked for again after each wait).
+struct RawSocket {
+  EventLoop& loop;
+  int sock;
+  int fd() const { return sock; }
+  Coro<void> writable() const { return wait_writable(loop, sock); }
+};
+
+struct TransportSocket {
+  transports_internal::SocketTransport& transport;
+  int fd() const { return transport.sendfile_socket(); }
+  Coro<void> writable() const { return transport.wait_writable_for_sendfile(); }
+};
+
+template <class Socket>
+Coro<void> send_all(Socket socket, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::send(socket.fd(), data.data(), data.size(), MSG_NOSIGNAL);
+    if (n >= 0) {
+      data.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (!would_block(errno)) throw_os_error(errno, "send");
+    co_await socket.writable();
+  }
+}
+
+template <class Socket>
+Coro<size_t> sendfile_on(Socket socket, int file_fd, off_t offset, std::optional<size_t> count,
+                         bool fallback) {
+  size_t total = 0;
+  off_t position = offset;
+  while (!count || total < *count) {
+    size_t want = count ? std::min(kSendfileChunk, *count - total) : kSendfileChunk;
+    ssize_t n = ::sendfile(socket.fd(), file_fd, &position, want);
+    if (n > 0) {
+      total += static_cast<size_t>(n);
+      continue;
+    }
+    if (n == 0) break;  // end of file
+    int err = errno;
+    if (would_block(err)) {
+      co_await socket.writable();
+      continue;
+    }
+    if ((err == EINVAL || err == ENOSYS || err == EOVERFLOW) && total == 0) {
+      // This pair of descriptors cannot use sendfile(2).
+      if (!fallback) throw_os_error(err, "sendfile is not supported for this socket and file");
+      auto send = [socket](std::string_view data) { return send_all(socket, data); };
+      total = co_await copy_file(file_fd, offset, count, send);
+      position = offset + static_cast<off_t>(total);
+      break;
+    }
+    throw_os_error(err, "sendfile");
+  }
+  // Leave the file position after what was sent, as socket.sendfile does.
+  ::lseek(file_fd, offset + static_cast<off_t>(total), SEEK_SET);
+  co_return total;
 }
 
 // Stands in for a transport's protocol while a file is written through it
@@ -193,33 +252,7 @@ Coro<size_t> sendfile_through_writes(EventLoop& loop, Transport& transport, int 
 
 Coro<size_t> sock_sendfile(EventLoop& loop, int sock, int file_fd, off_t offset,
                            std::optional<size_t> count, bool fallback) {
-  size_t total = 0;
-  off_t position = offset;
-  while (!count || total < *count) {
-    size_t want = count ? std::min(kSendfileChunk, *count - total) : kSendfileChunk;
-    ssize_t n = ::sendfile(sock, file_fd, &position, want);
-    if (n > 0) {
-      total += static_cast<size_t>(n);
-      continue;
-    }
-    if (n == 0) break;  // end of file
-    int err = errno;
-    if (would_block(err)) {
-      co_await wait_writable(loop, sock);
-      continue;
-    }
-    if ((err == EINVAL || err == ENOSYS || err == EOVERFLOW) && total == 0) {
-      // This pair of descriptors cannot use sendfile(2).
-      if (!fallback) throw_os_error(err, "sendfile is not supported for this socket and file");
-      total = co_await sendfile_fallback(loop, sock, file_fd, offset, count);
-      position = offset + static_cast<off_t>(total);
-      break;
-    }
-    throw_os_error(err, "sendfile");
-  }
-  // Leave the file position after what was sent, as socket.sendfile does.
-  ::lseek(file_fd, offset + static_cast<off_t>(total), SEEK_SET);
-  co_return total;
+  return sendfile_on(RawSocket{loop, sock}, file_fd, offset, count, fallback);
 }
 
 Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t offset,
@@ -232,6 +265,9 @@ Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t 
     }
     co_return co_await sendfile_through_writes(loop, transport, file_fd, offset, count);
   }
+  // The transfer keeps the transport alive, whatever the caller drops.
+  auto keep = std::static_pointer_cast<transports_internal::SocketTransport>(
+      socket_transport->shared_from_this());
   const bool was_reading = transport.is_reading();
   transport.pause_reading();
   struct Resume {
@@ -242,12 +278,14 @@ Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t 
     }
   } resume{transport, was_reading};
   co_await socket_transport->wait_until_flushed();
+  socket_transport->sendfile_socket();  // throws if it was closed meanwhile
   socket_transport->set_sendfile_in_progress(true);
   struct Done {
     transports_internal::SocketTransport* t;
     ~Done() { t->set_sendfile_in_progress(false); }
   } done{socket_transport};
-  co_return co_await sock_sendfile(loop, socket_transport->fd(), file_fd, offset, count, fallback);
+  co_return co_await sendfile_on(TransportSocket{*socket_transport}, file_fd, offset, count,
+                                 fallback);
 }
 
 }  // namespace asyncio

@@ -1,5 +1,6 @@
 #include "transports/internal/socket_transport.h"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -53,6 +54,11 @@ std::exception_ptr os_error(int err, const std::string& what) {
 
 void throw_os_error(int err, const std::string& what) {
   throw std::system_error(err, std::generic_category(), what);
+}
+
+void set_nonblocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw_os_error(errno, "fcntl");
 }
 
 FdGuard::~FdGuard() {
@@ -146,10 +152,11 @@ SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<BasePr
                                  std::shared_ptr<ServerState> server)
     : loop_(loop), fd_(fd), server_(std::move(server)) {
   set_protocol(std::move(protocol));
-  if (server_) server_->attach();
+  if (server_) server_->attach(this);
 }
 
 SocketTransport::~SocketTransport() {
+  if (server_) server_->detach(this);  // never started: still counted
   if (fd_ >= 0) {
     try {
       if (reading_) loop_.remove_reader(fd_);
@@ -451,6 +458,43 @@ Coro<void> SocketTransport::wait_until_flushed() {
   co_await waiter;
 }
 
+int SocketTransport::sendfile_socket() const {
+  if (closing_ || conn_lost_ || fd_ < 0) {
+    throw_os_error(ECONNABORTED, "sendfile: the transport was closed");
+  }
+  return fd_;
+}
+
+Coro<void> SocketTransport::wait_writable_for_sendfile() {
+  int fd = sendfile_socket();
+  Future<void> ready = create_future<void>(loop_);
+  sendfile_waiter_ = ready;
+  loop_.add_writer(fd, [this] { stop_sendfile_wait(false); });
+  writer_registered_ = true;
+  struct Unwatch {
+    SocketTransport& t;
+    ~Unwatch() { t.stop_sendfile_wait(false); }  // cancelled: the watch goes
+  } unwatch{*this};
+  co_await ready;
+  sendfile_socket();  // closed after the socket became writable
+}
+
+void SocketTransport::stop_sendfile_wait(bool closed) {
+  if (!sendfile_waiter_) return;
+  Future<void> waiter = std::move(*sendfile_waiter_);
+  sendfile_waiter_.reset();
+  if (writer_registered_) {
+    loop_.remove_writer(fd_);
+    writer_registered_ = false;
+  }
+  if (waiter.done()) return;
+  if (closed) {
+    waiter.set_exception(os_error(ECONNABORTED, "sendfile: the transport was closed"));
+  } else {
+    waiter.set_result();
+  }
+}
+
 void SocketTransport::write_eof() {
   if (closing_ || eof_) return;
   eof_ = true;
@@ -497,6 +541,7 @@ void SocketTransport::maybe_resume_protocol() {
 void SocketTransport::close() {
   if (closing_) return;
   closing_ = true;
+  stop_sendfile_wait(true);
   if (reading_) {
     loop_.remove_reader(fd_);
     reading_ = false;
@@ -512,6 +557,7 @@ void SocketTransport::on_loop_closed() {
   // immediate. Its watches are gone with the loop's.
   reading_ = writer_registered_ = false;
   closing_ = conn_lost_ = true;
+  sendfile_waiter_.reset();
   buffer_.clear();
   buffer_offset_ = 0;
   flush_waiters_.clear();
@@ -535,6 +581,7 @@ void SocketTransport::fatal_error(std::exception_ptr exc, const char* message) {
 
 void SocketTransport::force_close(std::exception_ptr exc) {
   if (conn_lost_) return;
+  stop_sendfile_wait(true);
   buffer_.clear();
   buffer_offset_ = 0;
   if (writer_registered_) {
@@ -566,7 +613,7 @@ void SocketTransport::call_connection_lost(std::exception_ptr exc) {
   stream_protocol_ = nullptr;
   buffered_protocol_ = nullptr;
   if (server_) {
-    server_->detach();
+    server_->detach(this);
     server_.reset();
   }
 }

@@ -125,7 +125,15 @@ class DatagramTransport : public BaseTransport {
   // it.
   virtual void sendto(std::string_view data, std::optional<SocketAddress> addr = {}) = 0;
   virtual void abort() = 0;
+  // Bytes queued because the socket would have blocked.
   virtual size_t get_write_buffer_size() const = 0;
+  // Write flow control over that queue, as a stream transport's: the
+  // protocol's pause_writing()/resume_writing() follow it. Defaults: high
+  // 64 KiB, low high/4. Throws std::invalid_argument unless high >= low.
+  virtual void set_write_buffer_limits(std::optional<size_t> high = {},
+                                       std::optional<size_t> low = {}) = 0;
+  // {low, high}
+  virtual std::pair<size_t, size_t> get_write_buffer_limits() const = 0;
 };
 
 // ---------------------------------------------------------------------------
@@ -193,12 +201,21 @@ class Server {
   std::vector<SocketInfo> sockets() const;
   // Starts accepting (idempotent).
   Coro<void> start_serving();
-  // Accepts until cancelled; the cancellation closes the server.
+  // Accepts until cancelled. The cancellation closes the server and its
+  // connections: close_clients(), then, after 5 s or a second cancellation,
+  // abort_clients(); it ends when they are all gone.
   Coro<void> serve_forever();
   // Stops listening and closes the listening sockets; connections that are
-  // open stay open.
+  // open stay open (see close_clients).
   void close();
-  // Waits until the server is closed and its connections are gone.
+  // Closes every connection the server accepted that is still open
+  // (asyncio 3.13): each sends what it has buffered, then connection_lost
+  // follows.
+  void close_clients();
+  // Aborts them: buffered data is dropped, connection_lost follows at once.
+  void abort_clients();
+  // Waits until the server is closed and its connections are gone: an idle
+  // connection keeps it waiting until it closes (close_clients).
   Coro<void> wait_closed();
 
  private:

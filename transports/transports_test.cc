@@ -17,6 +17,7 @@
 
 #include "futures/futures.h"
 #include "gtest/gtest.h"
+#include "transports/internal/socket_transport.h"
 
 namespace asyncio {
 namespace {
@@ -680,6 +681,397 @@ TEST(ServerTest, OutOfDescriptorsPausesAcceptingThenCarriesOn) {
   ::setrlimit(RLIMIT_NOFILE, &original);
   ASSERT_FALSE(reports.empty());
   EXPECT_EQ(reports[0], "socket.accept() out of system resource");
+}
+
+}  // namespace
+}  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+bool is_nonblocking(int fd) { return (::fcntl(fd, F_GETFL) & O_NONBLOCK) != 0; }
+
+// A caller's socket is made non-blocking (socket.setblocking(False) in
+// asyncio): a blocking one would stall the whole loop in accept4/recvfrom.
+TEST(ServerTest, CallerProvidedSocketsAreMadeNonBlocking) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    auto echo = [] { return std::make_shared<EchoProtocol>(); };
+
+    int tcp = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);  // blocking
+    SocketAddress any("127.0.0.1", 0);
+    EXPECT_EQ(::bind(tcp, any.sockaddr_ptr(), any.sockaddr_len()), 0);
+    ServerOptions tcp_options;
+    tcp_options.sock = tcp;
+    Server tcp_server = co_await create_server(loop, echo, "", 0, tcp_options);
+    EXPECT_TRUE(is_nonblocking(tcp));
+    // The accept loop drains the queue and returns to the loop.
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1",
+        port_of(tcp_server));
+    transport->write("ping");
+    co_await wait_for(client->wait_for_bytes(4), 5s);
+    EXPECT_EQ(client->received, "ping");
+    transport->close();
+    co_await client->closed;
+    tcp_server.close();
+    co_await tcp_server.wait_closed();
+
+    int unix_sock = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    SocketAddress abstract = SocketAddress::unix_path(std::string("\0asyncio-nonblocking-", 21) +
+                                                      std::to_string(::getpid()));
+    EXPECT_EQ(::bind(unix_sock, abstract.sockaddr_ptr(), abstract.sockaddr_len()), 0);
+    ServerOptions unix_options;
+    unix_options.sock = unix_sock;
+    Server unix_server = co_await create_unix_server(loop, echo, "", unix_options);
+    EXPECT_TRUE(is_nonblocking(unix_sock));
+    unix_server.close();
+    co_await unix_server.wait_closed();
+
+    int udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    EXPECT_EQ(::bind(udp, any.sockaddr_ptr(), any.sockaddr_len()), 0);
+    DatagramOptions udp_options;
+    udp_options.sock = udp;
+    auto [udp_transport, udp_protocol] = co_await create_datagram_endpoint(
+        loop, [] { return std::make_shared<DatagramProtocol>(); }, udp_options);
+    EXPECT_TRUE(is_nonblocking(udp));
+    udp_transport->close();
+
+    int pair[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair), 0);
+    ConnectOptions connect_options;
+    connect_options.sock = pair[0];
+    auto [wrapped, wrapped_protocol] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "", 0, connect_options);
+    EXPECT_TRUE(is_nonblocking(pair[0]));
+    ::close(pair[1]);
+    co_await wrapped_protocol->closed;
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+// Reads nothing: whatever is sent to it stays in the socket buffers.
+class NeverReads : public Protocol {
+ public:
+  void connection_made(std::shared_ptr<BaseTransport> t) override {
+    transport = std::static_pointer_cast<Transport>(t);
+    transport->pause_reading();
+  }
+  std::shared_ptr<Transport> transport;
+};
+
+// A file far larger than the socket buffers (sparse: no disk used).
+int big_sparse_file() {
+  char name[] = "/tmp/asyncio-sendfile-XXXXXX";
+  int file = ::mkstemp(name);
+  ::unlink(name);
+  EXPECT_EQ(::ftruncate(file, 256 << 20), 0);
+  return file;
+}
+
+// Closing (or aborting) a transport while sendfile waits for the socket to
+// drain ends the transfer with an error; the descriptor number, reused by the
+// next socket, is never written to.
+void close_during_sendfile(bool abort) {
+  run([](bool abort) -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<NeverReads>> server_side;
+    Server server = co_await create_server(
+        loop,
+        [&server_side] {
+          server_side.push_back(std::make_shared<NeverReads>());
+          return server_side.back();
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    int file = big_sparse_file();
+    Task<size_t> sending = create_task(sendfile(loop, *transport, file));
+    while (server_side.empty()) co_await sleep(0s);  // accepted
+    co_await sleep(0s);                              // sendfile filled the socket buffers and waits
+    EXPECT_FALSE(sending.done());
+    EXPECT_THROW(transport->write("x"), std::runtime_error);
+    std::vector<std::string> lines{"x"};
+    EXPECT_THROW(transport->writelines(lines), std::runtime_error);
+    int old_fd = std::any_cast<int>(transport->get_extra_info("socket"));
+    if (abort) {
+      transport->abort();
+    } else {
+      transport->close();
+    }
+    co_await client->closed;
+    // The number comes back with the next socket.
+    int pair[2];
+    EXPECT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair), 0);
+    EXPECT_EQ(pair[0], old_fd);
+    auto [reused, reused_protocol] = co_await connect_accepted_socket(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, pair[0]);
+    EXPECT_THROW(co_await wait_for(std::move(sending), 5s), std::system_error);
+    reused->write("mine");
+    EXPECT_EQ(co_await wait_for(sock_recv(loop, pair[1], 100), 5s), "mine")
+        << "nothing of the file reached the new socket";
+    reused->close();
+    co_await reused_protocol->closed;
+    ::close(pair[1]);
+    ::close(file);
+    server_side[0]->transport->abort();
+    server.close();
+    co_await server.wait_closed();
+  }(abort));
+}
+
+TEST(TransportTest, CloseDuringSendfileEndsItWithAnError) { close_during_sendfile(false); }
+TEST(TransportTest, AbortDuringSendfileEndsItWithAnError) { close_during_sendfile(true); }
+
+}  // namespace
+}  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+// Writes a lot on connect to a peer that reads nothing: it stays buffered.
+class Flooder : public Protocol {
+ public:
+  void connection_made(std::shared_ptr<BaseTransport> t) override {
+    transport = std::static_pointer_cast<Transport>(t);
+    transport->write(std::string(32 << 20, 'f'));
+  }
+  std::shared_ptr<Transport> transport;
+};
+
+TEST(ServerTest, WaitClosedWaitsForClientsUntilCloseClients) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<EchoProtocol>> server_side;
+    Server server = co_await create_server(
+        loop,
+        [&server_side] {
+          server_side.push_back(std::make_shared<EchoProtocol>());
+          return server_side.back();
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    transport->write("x");
+    co_await client->wait_for_bytes(1);  // the server has the connection
+    server.close();
+    Task<void> closing = create_task(server.wait_closed());
+    co_await sleep(0s);
+    EXPECT_FALSE(closing.done()) << "an idle client keeps the server open";
+    server.close_clients();
+    co_await wait_for(std::move(closing), 5s);
+    co_await wait_for(client->closed, 5s);
+    EXPECT_TRUE(client->got_eof);
+    EXPECT_TRUE(server_side.at(0)->lost);
+  }());
+}
+
+TEST(ServerTest, AbortClientsDropsWhatTheyHaveBuffered) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::shared_ptr<Flooder>> server_side;
+    Server server = co_await create_server(
+        loop,
+        [&server_side] {
+          server_side.push_back(std::make_shared<Flooder>());
+          return server_side.back();
+        },
+        "127.0.0.1", 0);
+    auto [transport, client] = co_await create_connection(
+        loop, [] { return std::make_shared<NeverReads>(); }, "127.0.0.1", port_of(server));
+    while (server_side.empty() || !server_side[0]->transport) co_await sleep(0s);
+    EXPECT_GT(server_side[0]->transport->get_write_buffer_size(), 0u);
+    server.close();
+    server.close_clients();  // waits for a flush that never comes
+    co_await sleep(0s);
+    EXPECT_TRUE(server_side[0]->transport->is_closing());
+    server.abort_clients();
+    co_await wait_for(server.wait_closed(), 5s);
+    EXPECT_EQ(server_side[0]->transport->get_write_buffer_size(), 0u);
+    transport->close();
+  }());
+}
+
+// asyncio::run cancels serve_forever on its way out: an idle connection
+// must not keep the program from ending.
+TEST(ServerTest, CancellingServeForeverClosesIdleClients) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    Server server = co_await create_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, "127.0.0.1", 0);
+    auto serve = [](Server s) -> Coro<void> { co_await s.serve_forever(); };
+    Task<void> serving = create_task(serve(server));
+    auto [transport, client] = co_await create_connection(
+        loop, [&loop] { return std::make_shared<Collector>(loop); }, "127.0.0.1", port_of(server));
+    transport->write("x");
+    co_await client->wait_for_bytes(1);
+    serving.cancel();
+    EXPECT_THROW(co_await wait_for(std::move(serving), 5s), CancelledError);
+    co_await wait_for(client->closed, 5s);
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio
+
+#include <dlfcn.h>
+#include <pthread.h>
+
+#include <atomic>
+
+// Counts the threads the process starts.
+std::atomic<int> threads_started{0};
+extern "C" int pthread_create(pthread_t* thread, const pthread_attr_t* attr, void* (*start)(void*),
+                              void* arg) {
+  using Real = int (*)(pthread_t*, const pthread_attr_t*, void* (*)(void*), void*);
+  static const Real real = reinterpret_cast<Real>(::dlsym(RTLD_NEXT, "pthread_create"));
+  threads_started.fetch_add(1);
+  return real(thread, attr, start, arg);
+}
+
+namespace asyncio {
+namespace {
+
+// Name lookups without a resolver or an executor share a few threads
+// instead of starting one each.
+TEST(TransportTest, SystemLookupsShareAFewThreads) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    const int before = threads_started.load();
+    std::vector<Task<std::vector<AddrInfo>>> lookups;
+    for (int i = 0; i < 64; ++i) {
+      lookups.push_back(
+          create_task(transports_internal::resolve(loop, "localhost", 80, AddrInfoHints())));
+    }
+    for (auto& lookup : lookups) EXPECT_FALSE((co_await wait_for(lookup, 5s)).empty());
+    EXPECT_LE(threads_started.load() - before, 4) << "threads started for 64 lookups";
+    // A cancelled lookup that has not started is dropped: the rest go on.
+    std::vector<Task<std::vector<AddrInfo>>> cancelled;
+    for (int i = 0; i < 16; ++i) {
+      cancelled.push_back(
+          create_task(transports_internal::resolve(loop, "localhost", 80, AddrInfoHints())));
+    }
+    co_await sleep(0s);
+    for (auto& lookup : cancelled) lookup.cancel();
+    EXPECT_FALSE((co_await wait_for(
+                      transports_internal::resolve(loop, "localhost", 80, AddrInfoHints()), 5s))
+                     .empty());
+    EXPECT_LE(threads_started.load() - before, 4);
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+// A Unix server whose backlog is full: connecting fails at once with EAGAIN
+// instead of spinning on a socket that is always writable.
+TEST(TransportTest, UnixConnectToAFullBacklogFails) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::string path = std::string("\0asyncio-backlog-", 17) + std::to_string(::getpid());
+    ServerOptions options;
+    options.start_serving = false;  // nobody accepts
+    options.backlog = 1;
+    Server server = co_await create_unix_server(
+        loop, [] { return std::make_shared<EchoProtocol>(); }, path, options);
+    SocketAddress addr = SocketAddress::unix_path(path);
+    std::vector<int> waiting;
+    for (int i = 0; i < 100; ++i) {
+      int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+      waiting.push_back(fd);
+      if (::connect(fd, addr.sockaddr_ptr(), addr.sockaddr_len()) != 0) {
+        EXPECT_EQ(errno, EAGAIN);
+        break;
+      }
+    }
+    int code = 0;
+    try {
+      co_await wait_for(create_unix_connection(
+                            loop, [] { return std::make_shared<EchoProtocol>(); }, path),
+                        5s);
+    } catch (const std::system_error& e) {
+      code = e.code().value();
+    }
+    EXPECT_EQ(code, EAGAIN);
+    int raw = ::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    code = 0;
+    try {
+      co_await wait_for(sock_connect(loop, raw, addr), 5s);
+    } catch (const std::system_error& e) {
+      code = e.code().value();
+    }
+    EXPECT_EQ(code, EAGAIN);
+    ::close(raw);
+    for (int fd : waiting) ::close(fd);
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
+}  // namespace
+}  // namespace asyncio
+
+namespace asyncio {
+namespace {
+
+class CountsPauses : public DatagramProtocol {
+ public:
+  explicit CountsPauses(EventLoop& loop) : resumed(create_future<void>(loop)) {}
+  void pause_writing() override { ++pauses; }
+  void resume_writing() override {
+    ++resumes;
+    if (!resumed.done()) resumed.set_result();
+  }
+  int pauses = 0, resumes = 0;
+  Future<void> resumed;
+};
+
+// The send queue of a datagram transport has write flow control, as a
+// stream transport's buffer (asyncio's _SelectorDatagramTransport).
+TEST(TransportTest, DatagramSendQueueHasFlowControl) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    // A Unix datagram receiver that reads nothing: once its queue is full,
+    // sends would block and the transport queues them.
+    std::string suffix = std::to_string(::getpid());
+    SocketAddress receiver_addr =
+        SocketAddress::unix_path(std::string("\0asyncio-dgram-recv-", 20) + suffix);
+    int receiver = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    EXPECT_EQ(::bind(receiver, receiver_addr.sockaddr_ptr(), receiver_addr.sockaddr_len()), 0);
+    DatagramOptions options;
+    options.local_addr =
+        SocketAddress::unix_path(std::string("\0asyncio-dgram-send-", 20) + suffix);
+    auto [transport, protocol] = co_await create_datagram_endpoint(
+        loop, [&loop] { return std::make_shared<CountsPauses>(loop); }, options);
+    const std::string datagram(1000, 'd');
+    for (int i = 0; i < 400; ++i) transport->sendto(datagram, receiver_addr);
+    EXPECT_GT(transport->get_write_buffer_size(), 64u * 1024);
+    EXPECT_EQ(protocol->pauses, 1) << "over the default 64 KiB high-water mark";
+    EXPECT_EQ(protocol->resumes, 0);
+    size_t received = 0;
+    while (!protocol->resumed.done()) {
+      received += (co_await wait_for(sock_recv(loop, receiver, 2000), 5s)).size();
+    }
+    EXPECT_EQ(protocol->resumes, 1);
+    EXPECT_LE(transport->get_write_buffer_size(), 16u * 1024);
+    EXPECT_EQ(transport->get_write_buffer_limits(),
+              std::make_pair(size_t{16 * 1024}, size_t{64 * 1024}));
+    EXPECT_THROW(transport->set_write_buffer_limits(10, 20), std::invalid_argument);
+    // Lower limits than what is queued pause at once.
+    transport->set_write_buffer_limits(100);
+    EXPECT_EQ(transport->get_write_buffer_limits(), std::make_pair(size_t{25}, size_t{100}));
+    EXPECT_EQ(protocol->pauses, transport->get_write_buffer_size() >= 100 ? 2 : 1);
+    transport->abort();
+    ::close(receiver);
+  }());
 }
 
 }  // namespace

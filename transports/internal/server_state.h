@@ -7,6 +7,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "futures/futures.h"
@@ -23,8 +24,13 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
   void start_serving();
   void stop_serving();  // removes the accept watches
   void close();
-  void attach() { ++active_connections; }
-  void detach();
+  void attach(Transport* client) {
+    ++active_connections;
+    clients.insert(client);
+  }
+  void detach(Transport* client);
+  // close() or abort() on every client.
+  void close_clients(bool abort);
   void wake_up_waiters();
   void accept_ready(int listen_fd);
   void accept_connection(int fd);
@@ -47,6 +53,7 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
   bool serving = false;
   bool closed = false;
   size_t active_connections = 0;
+  std::unordered_set<Transport*> clients;  // each detaches before it goes
   std::vector<Future<void>> closed_waiters;
   std::optional<Future<void>> serving_forever;
   TimerHandle accept_retry;

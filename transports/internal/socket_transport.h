@@ -35,6 +35,10 @@ void deliver_connection_lost(EventLoop& loop, BaseProtocol* protocol, std::excep
 std::exception_ptr os_error(int err, const std::string& what);
 [[noreturn]] void throw_os_error(int err, const std::string& what);
 
+// O_NONBLOCK on (socket.setblocking(False)): a caller's socket may come
+// blocking, and one blocking accept or recv would stall the whole loop.
+void set_nonblocking(int fd);
+
 // Suspends until fd is readable (writable); removes the watch however the
 // wait ends (cancellation included).
 Coro<void> wait_readable(EventLoop& loop, int fd);
@@ -108,10 +112,14 @@ class SocketTransport final : public Transport, public OpenTransport {
 
   void on_loop_closed() override;
 
-  // For sendfile: the socket, and waiting until the write buffer is empty.
-  int fd() const { return fd_; }
+  // For sendfile: waiting until the write buffer is empty; the socket, which
+  // is asked for again after every wait because close() and abort() take it
+  // away (its number may belong to another connection by then): both throw
+  // std::system_error(ECONNABORTED) once the transport is closing.
   Coro<void> wait_until_flushed();
-  // While sendfile owns the socket, write() throws.
+  int sendfile_socket() const;
+  Coro<void> wait_writable_for_sendfile();
+  // While sendfile owns the socket, write() and writelines() throw.
   void set_sendfile_in_progress(bool on) { sendfile_in_progress_ = on; }
 
  private:
@@ -132,6 +140,8 @@ class SocketTransport final : public Transport, public OpenTransport {
   static void run_flush(Runnable* node, bool discard);
   void flush_deferred();
   void flushed();
+  // Ends sendfile's wait for writability, with an error when `closed`.
+  void stop_sendfile_wait(bool closed);
 
   EventLoop& loop_;
   int fd_;
@@ -152,6 +162,7 @@ class SocketTransport final : public Transport, public OpenTransport {
     SocketTransport* transport = nullptr;
   } flush_node_;
   bool flush_scheduled_ = false;
+  std::optional<Future<void>> sendfile_waiter_;  // its writer watch is ours
   bool closing_ = false;
   bool conn_lost_ = false;
   bool paused_ = false;           // pause_reading()
