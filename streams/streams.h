@@ -142,8 +142,8 @@ struct StreamOptions {
   // TLS (needs //tls), as in ConnectOptions and ServerOptions.
   std::optional<tls::Context> ssl;
   std::string server_hostname;  // open_connection
-  std::chrono::duration<double> ssl_handshake_timeout{60.0};
-  std::chrono::duration<double> ssl_shutdown_timeout{30.0};
+  std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
+  std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
 };
 
 using ClientConnected = std::function<Coro<void>(StreamReader, StreamWriter)>;

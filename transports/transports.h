@@ -139,10 +139,12 @@ struct ConnectOptions {
   std::optional<std::chrono::duration<double>> happy_eyeballs_delay;
   // TLS (needs //tls): the connection is usable once the handshake is done.
   // server_hostname defaults to `host`; give it with `sock` or a Unix path.
+  // The timeouts must be positive, and are for ssl only: std::invalid_argument
+  // otherwise, before connecting (as in ServerOptions, before listening).
   std::optional<tls::Context> ssl;
   std::string server_hostname;
-  std::chrono::duration<double> ssl_handshake_timeout{60.0};
-  std::chrono::duration<double> ssl_shutdown_timeout{30.0};
+  std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
+  std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
 };
 
 struct ServerOptions {
@@ -156,8 +158,8 @@ struct ServerOptions {
   // its handshake is done; failed handshakes are dropped quietly (reported
   // in debug mode), as asyncio.
   std::optional<tls::Context> ssl;
-  std::chrono::duration<double> ssl_handshake_timeout{60.0};
-  std::chrono::duration<double> ssl_shutdown_timeout{30.0};
+  std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
+  std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
 };
 
 struct DatagramOptions {
