@@ -670,6 +670,69 @@ TEST(TlsTest, StartTlsAfterPlaintextGreeting) {
   }());
 }
 
+// What start_tls threw: the refusal, or a description of anything else.
+Coro<std::string> start_tls_refusal(StreamWriter writer, tls::Context context, TlsOptions options) {
+  try {
+    co_await writer.start_tls(std::move(context), std::move(options));
+  } catch (const std::runtime_error& e) {
+    co_return e.what();
+  }
+  co_return "upgraded";
+}
+
+// Plaintext that came in behind the STARTTLS command or answer (CVE-2011-0411)
+// must not be read afterwards as if it had come through TLS.
+TEST(TlsTest, StartTlsRefusesPlaintextBufferedBeforeTheUpgrade) {
+  run([]() -> Coro<void> {
+    // Server side: the client's command and injected lines in one segment.
+    Future<std::string> server_outcome = create_future<std::string>(get_running_loop());
+    tls::Context server_ctx = server_context();
+    ClientConnected injected_into_server =
+        [server_ctx, server_outcome](StreamReader reader, StreamWriter writer) -> Coro<void> {
+      Future<std::string> outcome = server_outcome;
+      EXPECT_EQ(co_await reader.readline(), "STARTTLS\n");
+      writer.write("220 go ahead\n");
+      TlsOptions options;
+      options.ssl_handshake_timeout = 10s;  // bounds the wait if the upgrade goes ahead
+      outcome.set_result(co_await start_tls_refusal(writer, server_ctx, options));
+      writer.close();
+    };
+    Server server = co_await start_server(injected_into_server, "127.0.0.1", 0);
+    {
+      auto [reader, writer] = co_await open_connection("127.0.0.1", port_of(server));
+      writer.write("STARTTLS\nMAIL FROM:<injected>\n");
+      std::string error = co_await server_outcome;
+      EXPECT_NE(error.find("plaintext"), std::string::npos) << error;
+      writer.close();
+      co_await writer.wait_closed();
+    }
+    server.close();
+    co_await server.wait_closed();
+
+    // Client side: the server's answer and injected lines in one segment.
+    ClientConnected injecting_server = [](StreamReader reader, StreamWriter writer) -> Coro<void> {
+      co_await reader.readline();
+      writer.write("220 go ahead\n250 injected answer\n");
+      co_await reader.read();
+      writer.close();
+    };
+    Server evil = co_await start_server(injecting_server, "127.0.0.1", 0);
+    auto [reader, writer] = co_await open_connection("127.0.0.1", port_of(evil));
+    writer.write("STARTTLS\n");
+    EXPECT_EQ(co_await reader.readline(), "220 go ahead\n");
+    TlsOptions options;
+    options.server_hostname = "localhost";
+    options.ssl_handshake_timeout = 10s;
+    std::string error = co_await start_tls_refusal(writer, client_context(), options);
+    EXPECT_NE(error.find("plaintext"), std::string::npos) << error;
+    EXPECT_FALSE(writer.get_extra_info("cipher").has_value()) << "still the plaintext transport";
+    writer.close();
+    co_await writer.wait_closed();
+    evil.close();
+    co_await evil.wait_closed();
+  }());
+}
+
 TEST(TlsTest, StartTlsFailureClosesAndThrows) {
   run([]() -> Coro<void> {
     ClientConnected plaintext_only = [](StreamReader reader, StreamWriter writer) -> Coro<void> {

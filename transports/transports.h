@@ -324,6 +324,10 @@ inline Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory,
 // returns the TLS transport that now drives `protocol` (whose
 // connection_made is not called again). Use only the returned transport
 // afterwards. On failure `transport` is closed and the error thrown.
+// Only bytes read from the socket after the call go through TLS; plaintext
+// the protocol already holds (received behind the STARTTLS command or answer)
+// is not authenticated: the protocol must drop it or refuse to upgrade, as
+// StreamWriter::start_tls refuses (CVE-2011-0411).
 Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop, std::shared_ptr<Transport> transport,
                                            std::shared_ptr<BaseProtocol> protocol,
                                            tls::Context context, TlsOptions options);
