@@ -357,6 +357,40 @@ TEST(TlsTest, ClientCertificateRequiredByTheServer) {
   }());
 }
 
+// As getpeercert(): a certificate nobody verified is not an identity.
+TEST(TlsTest, PeercertOnlyWhenVerified) {
+  run([]() -> Coro<void> {
+    // A server that does not verify clients does not ask for their
+    // certificates either: it sees none.
+    std::any server_saw = std::string("not set");
+    ClientConnected record = [&server_saw](StreamReader reader, StreamWriter writer) -> Coro<void> {
+      server_saw = writer.get_extra_info("peercert");
+      co_await handle_echo(reader, writer);
+    };
+    StreamOptions server_options = with_ssl(server_context());
+    Server server = co_await start_server(record, "127.0.0.1", 0, server_options);
+    tls::Context with_cert = client_context();
+    with_cert.load_cert_chain(certs().client.cert, certs().client.key);
+    co_await expect_echo(port_of(server), with_ssl(with_cert), "unverified client");
+    EXPECT_FALSE(server_saw.has_value());
+
+    // A client that does not verify the server still receives its
+    // certificate: it must not be presented as the peer's.
+    tls::Context trusting = tls::Context::client();
+    trusting.set_verify(false);
+    auto [reader, writer] =
+        co_await open_connection("127.0.0.1", port_of(server), with_ssl(trusting));
+    EXPECT_FALSE(writer.get_extra_info("peercert").has_value());
+    EXPECT_TRUE(writer.get_extra_info("cipher").has_value());
+    writer.write("unverified server");
+    EXPECT_EQ(co_await reader.read(100), "unverified server");
+    writer.close();
+    co_await writer.wait_closed();
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
 TEST(TlsTest, PemStringsInsteadOfFiles) {
   run([]() -> Coro<void> {
     tls::Context server_ctx = tls::Context::server(certs().server.cert, certs().server.key);
