@@ -315,6 +315,8 @@ void StreamReaderProtocol::resume_writing() {
   drain_waiters_.clear();
 }
 
+size_t StreamReaderProtocol::unread_bytes() const { return reader_ ? reader_->state_->size() : 0; }
+
 Coro<void> StreamReaderProtocol::drain_helper() {
   if (connection_lost_)
     throw std::system_error(ECONNRESET, std::generic_category(), "Connection lost");
@@ -341,6 +343,12 @@ Coro<void> StreamWriter::start_tls(tls::Context context, TlsOptions options) {
   std::shared_ptr<streams_internal::StreamReaderProtocol> protocol = protocol_;
   std::optional<StreamReader> reader = reader_;
   co_await drain();
+  // Checked after the last suspension: from here on the socket feeds TLS.
+  if (size_t unread = protocol->unread_bytes(); unread > 0) {
+    throw std::runtime_error("start_tls: " + std::to_string(unread) +
+                             " bytes of plaintext received before the upgrade are unread; "
+                             "refusing to pass them off as TLS data");
+  }
   options.server_side = protocol->server_side();
   EventLoop& loop = get_running_loop();
   std::shared_ptr<Transport> tls_transport = co_await asyncio::start_tls(

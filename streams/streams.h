@@ -118,8 +118,12 @@ class StreamWriter {
   // Upgrades the connection to TLS (needs //tls), e.g. after a STARTTLS
   // exchange: drains, runs the handshake (as the server when this writer
   // came from start_server), then reads and writes go through TLS.
-  // `options.server_side` is ignored. (Two overloads, not a default
-  // argument: see create_connection.)
+  // `options.server_side` is ignored. Throws std::runtime_error, leaving the
+  // connection as it was, if the reader holds unread plaintext: bytes the
+  // peer sent behind the STARTTLS command or answer would otherwise be read
+  // afterwards as if they had come through TLS (CVE-2011-0411; asyncio keeps
+  // them). Also throws what asyncio::start_tls does. (Two overloads, not a
+  // default argument: see create_connection.)
   Coro<void> start_tls(tls::Context context, TlsOptions options);
   Coro<void> start_tls(tls::Context context) { return start_tls(std::move(context), TlsOptions()); }
 
@@ -142,8 +146,8 @@ struct StreamOptions {
   // TLS (needs //tls), as in ConnectOptions and ServerOptions.
   std::optional<tls::Context> ssl;
   std::string server_hostname;  // open_connection
-  std::chrono::duration<double> ssl_handshake_timeout{60.0};
-  std::chrono::duration<double> ssl_shutdown_timeout{30.0};
+  std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
+  std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
 };
 
 using ClientConnected = std::function<Coro<void>(StreamReader, StreamWriter)>;
@@ -194,6 +198,8 @@ class StreamReaderProtocol final : public Protocol,
   const std::shared_ptr<Transport>& transport() const { return transport_; }
   void set_transport(std::shared_ptr<Transport> transport) { transport_ = std::move(transport); }
   bool server_side() const { return client_connected_ != nullptr; }
+  // Bytes received and not yet read from the reader.
+  size_t unread_bytes() const;
 
  private:
   std::optional<StreamReader> reader_;

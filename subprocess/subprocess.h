@@ -55,6 +55,8 @@ struct SubprocessOptions {
   // The child's working directory (a relative program path is found from it).
   std::optional<std::string> cwd;
   // Replaces the whole environment; PATH is then searched as in env's PATH.
+  // A name that is empty or holds '=', or a NUL byte in a name or value (or
+  // in argv or cwd), is refused with std::invalid_argument before spawning.
   std::optional<std::map<std::string, std::string>> env;
   // The StreamReader limit of stdout_ and stderr_.
   size_t limit = kDefaultStreamLimit;

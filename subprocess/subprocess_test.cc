@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -22,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "loop/loop.h"
 #include "streams/streams.h"
+#include "subprocess/internal/spawn.h"
 
 namespace asyncio {
 namespace {
@@ -233,6 +236,93 @@ TEST(Subprocess, NonExecutableRaisesEacces) {
     EXPECT_EQ(co_await p.wait(), 0);
   }(file));
   ::unlink(path);
+}
+
+size_t open_fd_count() {
+  size_t n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return 0;
+  while (dirent* e = ::readdir(d)) n += e->d_name[0] != '.';
+  ::closedir(d);
+  return n;
+}
+
+// What create_subprocess_exec threw, if it was std::invalid_argument.
+Coro<std::string> refusal(std::vector<std::string> argv, SubprocessOptions options) {
+  try {
+    Process p = co_await create_subprocess_exec(std::move(argv), std::move(options));
+    co_await p.wait();
+  } catch (const std::invalid_argument& e) {
+    co_return e.what();
+  } catch (const std::exception& e) {
+    co_return std::string("not std::invalid_argument: ") + e.what();
+  }
+  co_return "started";
+}
+
+TEST(Subprocess, NulBytesAndBadEnvNamesAreRefusedBeforeSpawning) {
+  run_test([]() -> Coro<void> {
+    using namespace std::string_literals;
+    using Env = std::map<std::string, std::string>;
+    struct Case {
+      std::vector<std::string> argv;
+      std::optional<Env> env;
+      std::optional<std::string> cwd;
+      std::string error;
+    };
+    const Case cases[] = {
+        {{"echo", "before\0after"s}, {}, {}, "embedded null byte"},
+        {{"/bin/echo\0ignored"s, "x"}, {}, {}, "embedded null byte"},
+        {{"echo\0ignored"s}, {}, {}, "embedded null byte"},
+        {{"env"}, Env{{"A=B", "1"}}, {}, "illegal environment variable name"},
+        {{"env"}, Env{{"=A", "1"}}, {}, "illegal environment variable name"},
+        {{"env"}, Env{{"", "1"}}, {}, "illegal environment variable name"},
+        {{"env"}, Env{{"A\0B"s, "1"}}, {}, "embedded null byte"},
+        {{"env"}, Env{{"A", "1\0B=2"s}}, {}, "embedded null byte"},
+        {{"pwd"}, {}, "/tmp\0/nonexistent"s, "embedded null byte"},
+    };
+    const size_t fds_before = open_fd_count();
+    for (const Case& c : cases) {
+      SubprocessOptions options = pipes(true, true, true);
+      options.env = c.env;
+      options.cwd = c.cwd;
+      std::string error = co_await refusal(c.argv, options);
+      EXPECT_NE(error.find(c.error), std::string::npos) << c.argv[0] << ": " << error;
+    }
+    EXPECT_EQ(open_fd_count(), fds_before);
+    EXPECT_TRUE(zombies().empty());
+  });
+}
+
+TEST(Subprocess, BuildExecArgs) {
+  using namespace std::string_literals;
+  const std::vector<std::string> argv = {"prog", "", "a b"};
+  subprocess_internal::ExecArgs inherit = subprocess_internal::build_exec_args(argv, std::nullopt);
+  ASSERT_EQ(inherit.argv.size(), 4u);
+  EXPECT_STREQ(inherit.argv[0], "prog");
+  EXPECT_STREQ(inherit.argv[1], "");
+  EXPECT_STREQ(inherit.argv[2], "a b");
+  EXPECT_EQ(inherit.argv[3], nullptr);
+  EXPECT_TRUE(inherit.envp.empty()) << "no env: the parent's is inherited";
+
+  const std::optional<std::map<std::string, std::string>> env =
+      std::map<std::string, std::string>{{"A", "x=y"}, {"B", ""}};
+  subprocess_internal::ExecArgs moved = subprocess_internal::build_exec_args(argv, env);
+  subprocess_internal::ExecArgs with_env = std::move(moved);  // the pointers stay valid
+  ASSERT_EQ(with_env.envp.size(), 3u);
+  EXPECT_STREQ(with_env.envp[0], "A=x=y");
+  EXPECT_STREQ(with_env.envp[1], "B=");
+  EXPECT_EQ(with_env.envp[2], nullptr);
+  const std::optional<std::map<std::string, std::string>> empty_env =
+      std::map<std::string, std::string>{};
+  subprocess_internal::ExecArgs no_vars = subprocess_internal::build_exec_args(argv, empty_env);
+  ASSERT_EQ(no_vars.envp.size(), 1u) << "an empty environment, not the parent's";
+
+  EXPECT_THROW(subprocess_internal::build_exec_args({"a\0b"s}, std::nullopt),
+               std::invalid_argument);
+  EXPECT_THROW(
+      subprocess_internal::build_exec_args(argv, std::map<std::string, std::string>{{"=", ""}}),
+      std::invalid_argument);
 }
 
 TEST(Subprocess, ShellWithStderrIntoStdout) {

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -19,6 +20,9 @@ namespace asyncio {
 class BaseProtocol;
 class Transport;
 
+inline constexpr std::chrono::duration<double> kDefaultSslHandshakeTimeout{60.0};
+inline constexpr std::chrono::duration<double> kDefaultSslShutdownTimeout{30.0};
+
 // The TLS options of start_tls (and of the connection and server functions,
 // which take them from their own options).
 struct TlsOptions {
@@ -26,8 +30,10 @@ struct TlsOptions {
   // The name to send (SNI) and to check the certificate against; a client
   // needs one unless the context checks no host name.
   std::string server_hostname;
-  std::chrono::duration<double> ssl_handshake_timeout{60.0};
-  std::chrono::duration<double> ssl_shutdown_timeout{30.0};
+  // Both must be positive (not NaN): std::invalid_argument otherwise, before
+  // anything is connected, listened on or sent.
+  std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
+  std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
 };
 
 namespace tls {
@@ -53,6 +59,43 @@ class CertificateError : public SSLError {
 };
 
 enum class TlsVersion { kTls1_2, kTls1_3 };
+
+namespace internal {
+
+// Throws std::invalid_argument unless both timeouts are positive numbers
+// (asyncio's ValueError): zero would abort every handshake at once, NaN would
+// never time out.
+inline void check_timeouts(std::chrono::duration<double> handshake,
+                           std::chrono::duration<double> shutdown) {
+  auto check = [](const char* name, std::chrono::duration<double> timeout) {
+    if (timeout.count() > 0) return;  // false for NaN too
+    std::ostringstream message;
+    message << name << " should be a positive number, got " << timeout.count();
+    throw std::invalid_argument(message.str());
+  };
+  check("ssl_handshake_timeout", handshake);
+  check("ssl_shutdown_timeout", shutdown);
+}
+
+// For the connection and server functions: the TLS timeouts are checked with
+// `ssl`; without it, changing them is a mistake (asyncio: "... is only
+// meaningful with ssl"). A default value given explicitly cannot be told
+// apart and passes.
+inline void check_timeouts(bool with_ssl, std::chrono::duration<double> handshake,
+                           std::chrono::duration<double> shutdown) {
+  if (with_ssl) {
+    check_timeouts(handshake, shutdown);
+    return;
+  }
+  if (handshake != kDefaultSslHandshakeTimeout) {
+    throw std::invalid_argument("ssl_handshake_timeout is only meaningful with ssl");
+  }
+  if (shutdown != kDefaultSslShutdownTimeout) {
+    throw std::invalid_argument("ssl_shutdown_timeout is only meaningful with ssl");
+  }
+}
+
+}  // namespace internal
 
 namespace internal {
 class ContextState;

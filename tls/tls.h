@@ -13,7 +13,8 @@
 // close_notify and waits (up to ssl_shutdown_timeout) for the peer's.
 //
 // A TLS transport answers get_extra_info("peercert") (PeerCertificate, when
-// the peer sent one), ("cipher") (CipherInfo), ("alpn_protocol")
+// the peer sent one and it was verified: none with verification off, as
+// getpeercert()), ("cipher") (CipherInfo), ("alpn_protocol")
 // (std::string, when one was negotiated), ("ssl_object") (the OpenSSL SSL*,
 // for what this API does not cover) and, through to the socket,
 // ("peername"), ("sockname"), ("socket").

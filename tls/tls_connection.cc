@@ -610,8 +610,14 @@ void TlsConnection::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
 std::any TlsConnection::get_extra_info(std::string_view name) const {
   if (name == "ssl_object") return ssl_;
   if (name == "peercert") {
+    // As getpeercert(): none unless it was verified. With verification off a
+    // client still receives the server's certificate, which vouches for
+    // nothing.
     X509* cert = SSL_get0_peer_certificate(ssl_);
-    if (cert == nullptr) return {};
+    if (cert == nullptr || (SSL_get_verify_mode(ssl_) & SSL_VERIFY_PEER) == 0 ||
+        SSL_get_verify_result(ssl_) != X509_V_OK) {
+      return {};
+    }
     return describe(cert);
   }
   if (name == "cipher") {

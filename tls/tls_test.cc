@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -356,6 +357,40 @@ TEST(TlsTest, ClientCertificateRequiredByTheServer) {
   }());
 }
 
+// As getpeercert(): a certificate nobody verified is not an identity.
+TEST(TlsTest, PeercertOnlyWhenVerified) {
+  run([]() -> Coro<void> {
+    // A server that does not verify clients does not ask for their
+    // certificates either: it sees none.
+    std::any server_saw = std::string("not set");
+    ClientConnected record = [&server_saw](StreamReader reader, StreamWriter writer) -> Coro<void> {
+      server_saw = writer.get_extra_info("peercert");
+      co_await handle_echo(reader, writer);
+    };
+    StreamOptions server_options = with_ssl(server_context());
+    Server server = co_await start_server(record, "127.0.0.1", 0, server_options);
+    tls::Context with_cert = client_context();
+    with_cert.load_cert_chain(certs().client.cert, certs().client.key);
+    co_await expect_echo(port_of(server), with_ssl(with_cert), "unverified client");
+    EXPECT_FALSE(server_saw.has_value());
+
+    // A client that does not verify the server still receives its
+    // certificate: it must not be presented as the peer's.
+    tls::Context trusting = tls::Context::client();
+    trusting.set_verify(false);
+    auto [reader, writer] =
+        co_await open_connection("127.0.0.1", port_of(server), with_ssl(trusting));
+    EXPECT_FALSE(writer.get_extra_info("peercert").has_value());
+    EXPECT_TRUE(writer.get_extra_info("cipher").has_value());
+    writer.write("unverified server");
+    EXPECT_EQ(co_await reader.read(100), "unverified server");
+    writer.close();
+    co_await writer.wait_closed();
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
 TEST(TlsTest, PemStringsInsteadOfFiles) {
   run([]() -> Coro<void> {
     tls::Context server_ctx = tls::Context::server(certs().server.cert, certs().server.key);
@@ -418,6 +453,116 @@ TEST(TlsTest, HandshakeTimeout) {
     EXPECT_TRUE(timed_out);
     silent.close();
     co_await silent.wait_closed();
+  }());
+}
+
+// What awaiting `operation` threw, if it was std::invalid_argument.
+template <class T>
+Coro<std::string> invalid_argument_from(Coro<T> operation) {
+  try {
+    co_await std::move(operation);
+  } catch (const std::invalid_argument& e) {
+    co_return e.what();
+  } catch (const std::exception& e) {
+    co_return std::string("not std::invalid_argument: ") + e.what();
+  }
+  co_return "nothing thrown";
+}
+
+TEST(TlsTest, TimeoutsThatAreNotPositiveAreRefusedUpFront) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    auto plain_factory = [] { return std::make_shared<Protocol>(); };
+    const std::chrono::duration<double> bad_values[] = {
+        0s, -1s, std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN())};
+    for (bool handshake : {true, false}) {
+      const std::string name = handshake ? "ssl_handshake_timeout" : "ssl_shutdown_timeout";
+      for (std::chrono::duration<double> bad : bad_values) {
+        SCOPED_TRACE(name + " = " + std::to_string(bad.count()));
+        // Port 1 has no listener: had the connection been tried, it would
+        // have been refused with a std::system_error instead.
+        ConnectOptions connect;
+        connect.ssl = client_context();
+        (handshake ? connect.ssl_handshake_timeout : connect.ssl_shutdown_timeout) = bad;
+        std::string error = co_await invalid_argument_from(
+            create_connection(loop, plain_factory, "127.0.0.1", 1, connect));
+        EXPECT_NE(error.find(name + " should be a positive number"), std::string::npos) << error;
+
+        ServerOptions serve;
+        serve.ssl = server_context();
+        (handshake ? serve.ssl_handshake_timeout : serve.ssl_shutdown_timeout) = bad;
+        error = co_await invalid_argument_from(
+            create_server(loop, plain_factory, "127.0.0.1", 0, serve));
+        EXPECT_NE(error.find(name + " should be a positive number"), std::string::npos) << error;
+
+        StreamOptions client_stream = with_ssl(client_context());
+        (handshake ? client_stream.ssl_handshake_timeout : client_stream.ssl_shutdown_timeout) =
+            bad;
+        error = co_await invalid_argument_from(open_connection("127.0.0.1", 1, client_stream));
+        EXPECT_NE(error.find(name + " should be a positive number"), std::string::npos) << error;
+
+        StreamOptions server_stream = with_ssl(server_context());
+        (handshake ? server_stream.ssl_handshake_timeout : server_stream.ssl_shutdown_timeout) =
+            bad;
+        error = co_await invalid_argument_from(
+            start_server(handle_echo, "127.0.0.1", 0, server_stream));
+        EXPECT_NE(error.find(name + " should be a positive number"), std::string::npos) << error;
+      }
+    }
+
+    // start_tls refuses before touching the connection, which stays usable.
+    Server echo = co_await start_server(handle_echo, "127.0.0.1", 0);
+    auto [reader, writer] = co_await open_connection("127.0.0.1", port_of(echo));
+    TlsOptions zero_handshake;
+    zero_handshake.server_hostname = "localhost";
+    zero_handshake.ssl_handshake_timeout = 0s;
+    std::string error = co_await invalid_argument_from(
+        start_tls(loop, std::static_pointer_cast<Transport>(writer.transport().shared_from_this()),
+                  std::make_shared<Protocol>(), client_context(), zero_handshake));
+    EXPECT_NE(error.find("ssl_handshake_timeout should be a positive number, got 0"),
+              std::string::npos)
+        << error;
+    TlsOptions nan_shutdown;
+    nan_shutdown.server_hostname = "localhost";
+    nan_shutdown.ssl_shutdown_timeout =
+        std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
+    error = co_await invalid_argument_from(writer.start_tls(client_context(), nan_shutdown));
+    EXPECT_NE(error.find("ssl_shutdown_timeout should be a positive number"), std::string::npos)
+        << error;
+    EXPECT_FALSE(writer.is_closing());
+    writer.write("still plaintext");
+    EXPECT_EQ(co_await reader.read(100), "still plaintext");
+    writer.close();
+    co_await writer.wait_closed();
+    echo.close();
+    co_await echo.wait_closed();
+  }());
+}
+
+TEST(TlsTest, TimeoutsWithoutSslAreRefused) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    auto plain_factory = [] { return std::make_shared<Protocol>(); };
+    ConnectOptions connect;
+    connect.ssl_handshake_timeout = 5s;
+    std::string error = co_await invalid_argument_from(
+        create_connection(loop, plain_factory, "127.0.0.1", 1, connect));
+    EXPECT_NE(error.find("ssl_handshake_timeout is only meaningful with ssl"), std::string::npos)
+        << error;
+    ServerOptions serve;
+    serve.ssl_shutdown_timeout = 5s;
+    error =
+        co_await invalid_argument_from(create_server(loop, plain_factory, "127.0.0.1", 0, serve));
+    EXPECT_NE(error.find("ssl_shutdown_timeout is only meaningful with ssl"), std::string::npos)
+        << error;
+    StreamOptions stream;
+    stream.ssl_handshake_timeout = 5s;
+    error = co_await invalid_argument_from(open_connection("127.0.0.1", 1, stream));
+    EXPECT_NE(error.find("ssl_handshake_timeout is only meaningful with ssl"), std::string::npos)
+        << error;
+    error = co_await invalid_argument_from(start_server(handle_echo, "127.0.0.1", 0, stream));
+    EXPECT_NE(error.find("ssl_handshake_timeout is only meaningful with ssl"), std::string::npos)
+        << error;
   }());
 }
 
@@ -556,6 +701,69 @@ TEST(TlsTest, StartTlsAfterPlaintextGreeting) {
     co_await writer.wait_closed();
     server.close();
     co_await server.wait_closed();
+  }());
+}
+
+// What start_tls threw: the refusal, or a description of anything else.
+Coro<std::string> start_tls_refusal(StreamWriter writer, tls::Context context, TlsOptions options) {
+  try {
+    co_await writer.start_tls(std::move(context), std::move(options));
+  } catch (const std::runtime_error& e) {
+    co_return e.what();
+  }
+  co_return "upgraded";
+}
+
+// Plaintext that came in behind the STARTTLS command or answer (CVE-2011-0411)
+// must not be read afterwards as if it had come through TLS.
+TEST(TlsTest, StartTlsRefusesPlaintextBufferedBeforeTheUpgrade) {
+  run([]() -> Coro<void> {
+    // Server side: the client's command and injected lines in one segment.
+    Future<std::string> server_outcome = create_future<std::string>(get_running_loop());
+    tls::Context server_ctx = server_context();
+    ClientConnected injected_into_server =
+        [server_ctx, server_outcome](StreamReader reader, StreamWriter writer) -> Coro<void> {
+      Future<std::string> outcome = server_outcome;
+      EXPECT_EQ(co_await reader.readline(), "STARTTLS\n");
+      writer.write("220 go ahead\n");
+      TlsOptions options;
+      options.ssl_handshake_timeout = 10s;  // bounds the wait if the upgrade goes ahead
+      outcome.set_result(co_await start_tls_refusal(writer, server_ctx, options));
+      writer.close();
+    };
+    Server server = co_await start_server(injected_into_server, "127.0.0.1", 0);
+    {
+      auto [reader, writer] = co_await open_connection("127.0.0.1", port_of(server));
+      writer.write("STARTTLS\nMAIL FROM:<injected>\n");
+      std::string error = co_await server_outcome;
+      EXPECT_NE(error.find("plaintext"), std::string::npos) << error;
+      writer.close();
+      co_await writer.wait_closed();
+    }
+    server.close();
+    co_await server.wait_closed();
+
+    // Client side: the server's answer and injected lines in one segment.
+    ClientConnected injecting_server = [](StreamReader reader, StreamWriter writer) -> Coro<void> {
+      co_await reader.readline();
+      writer.write("220 go ahead\n250 injected answer\n");
+      co_await reader.read();
+      writer.close();
+    };
+    Server evil = co_await start_server(injecting_server, "127.0.0.1", 0);
+    auto [reader, writer] = co_await open_connection("127.0.0.1", port_of(evil));
+    writer.write("STARTTLS\n");
+    EXPECT_EQ(co_await reader.readline(), "220 go ahead\n");
+    TlsOptions options;
+    options.server_hostname = "localhost";
+    options.ssl_handshake_timeout = 10s;
+    std::string error = co_await start_tls_refusal(writer, client_context(), options);
+    EXPECT_NE(error.find("plaintext"), std::string::npos) << error;
+    EXPECT_FALSE(writer.get_extra_info("cipher").has_value()) << "still the plaintext transport";
+    writer.close();
+    co_await writer.wait_closed();
+    evil.close();
+    co_await evil.wait_closed();
   }());
 }
 

@@ -244,6 +244,8 @@ TlsOptions client_tls_options(const ConnectOptions& options, const std::string& 
 // `host`: what the certificate is checked against when server_hostname is
 // not given (none for a Unix socket or a given socket).
 void check_tls_options(const ConnectOptions& options, const std::string& host) {
+  tls::internal::check_timeouts(options.ssl.has_value(), options.ssl_handshake_timeout,
+                                options.ssl_shutdown_timeout);
   if (!options.ssl && !options.server_hostname.empty()) {
     throw std::invalid_argument("server_hostname is only meaningful with ssl");
   }
@@ -390,6 +392,7 @@ Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop, std::shared_ptr<Tran
   if (!transport || transport->is_closing()) {
     throw std::invalid_argument("start_tls needs an open transport");
   }
+  tls::internal::check_timeouts(options.ssl_handshake_timeout, options.ssl_shutdown_timeout);
   Future<void> waiter = create_future<void>(loop);
   tls::internal::ContextState::Session session =
       context.state().new_session(loop, std::move(protocol), options, false, waiter);

@@ -147,10 +147,12 @@ struct ConnectOptions {
   std::optional<std::chrono::duration<double>> happy_eyeballs_delay;
   // TLS (needs //tls): the connection is usable once the handshake is done.
   // server_hostname defaults to `host`; give it with `sock` or a Unix path.
+  // The timeouts must be positive, and are for ssl only: std::invalid_argument
+  // otherwise, before connecting (as in ServerOptions, before listening).
   std::optional<tls::Context> ssl;
   std::string server_hostname;
-  std::chrono::duration<double> ssl_handshake_timeout{60.0};
-  std::chrono::duration<double> ssl_shutdown_timeout{30.0};
+  std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
+  std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
 };
 
 struct ServerOptions {
@@ -164,8 +166,8 @@ struct ServerOptions {
   // its handshake is done; failed handshakes are dropped quietly (reported
   // in debug mode), as asyncio.
   std::optional<tls::Context> ssl;
-  std::chrono::duration<double> ssl_handshake_timeout{60.0};
-  std::chrono::duration<double> ssl_shutdown_timeout{30.0};
+  std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
+  std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
 };
 
 struct DatagramOptions {
@@ -339,6 +341,10 @@ inline Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory,
 // returns the TLS transport that now drives `protocol` (whose
 // connection_made is not called again). Use only the returned transport
 // afterwards. On failure `transport` is closed and the error thrown.
+// Only bytes read from the socket after the call go through TLS; plaintext
+// the protocol already holds (received behind the STARTTLS command or answer)
+// is not authenticated: the protocol must drop it or refuse to upgrade, as
+// StreamWriter::start_tls refuses (CVE-2011-0411).
 Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop, std::shared_ptr<Transport> transport,
                                            std::shared_ptr<BaseProtocol> protocol,
                                            tls::Context context, TlsOptions options);

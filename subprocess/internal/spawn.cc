@@ -125,8 +125,43 @@ int returncode_from(int code, int status) {
   return -status;  // CLD_KILLED, CLD_DUMPED
 }
 
+void check_no_nul(std::string_view value, std::string_view what) {
+  if (value.find('\0') != std::string_view::npos) {
+    throw std::invalid_argument("create_subprocess: embedded null byte in " + std::string(what));
+  }
+}
+
+ExecArgs build_exec_args(const std::vector<std::string>& argv,
+                         const std::optional<std::map<std::string, std::string>>& env) {
+  ExecArgs result;
+  result.argv.reserve(argv.size() + 1);
+  for (size_t i = 0; i < argv.size(); ++i) {
+    check_no_nul(argv[i], "argv[" + std::to_string(i) + "]");
+    result.argv.push_back(const_cast<char*>(argv[i].c_str()));
+  }
+  result.argv.push_back(nullptr);
+  if (!env) return result;
+  result.env_entries.reserve(env->size());
+  for (const auto& [name, value] : *env) {
+    check_no_nul(name, "an environment variable name");
+    check_no_nul(value, "the value of environment variable " + name);
+    if (name.empty() || name.find('=') != std::string::npos) {
+      throw std::invalid_argument("create_subprocess: illegal environment variable name '" + name +
+                                  "'");
+    }
+    result.env_entries.push_back(name + "=" + value);
+  }
+  result.envp.reserve(result.env_entries.size() + 1);
+  for (std::string& entry : result.env_entries) result.envp.push_back(entry.data());
+  result.envp.push_back(nullptr);
+  return result;
+}
+
 SpawnedChild spawn_child(const std::vector<std::string>& argv, const SubprocessOptions& options) {
   if (argv.empty()) throw std::invalid_argument("create_subprocess: empty argv");
+  // Before anything is opened: refused input leaves nothing behind.
+  ExecArgs exec_args = build_exec_args(argv, options.env);
+  if (options.cwd) check_no_nul(*options.cwd, "cwd");
   const subprocess::Stdio stdio[3] = {options.stdin_, options.stdout_, options.stderr_};
   if (stdio[0] == subprocess::STDOUT || stdio[1] == subprocess::STDOUT) {
     throw std::invalid_argument("subprocess::STDOUT is only valid for stderr_");
@@ -222,23 +257,10 @@ SpawnedChild spawn_child(const std::vector<std::string>& argv, const SubprocessO
   check(posix_spawnattr_setsigdefault(attr.get(), &all), "posix_spawnattr_setsigdefault");
   check(posix_spawnattr_setsigmask(attr.get(), &none), "posix_spawnattr_setsigmask");
 
-  std::vector<char*> args;
-  args.reserve(argv.size() + 1);
-  for (const std::string& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-  args.push_back(nullptr);
-  std::vector<std::string> env_strings;
-  std::vector<char*> envp;
-  char** env = environ;
-  if (options.env) {
-    env_strings.reserve(options.env->size());
-    for (const auto& [k, v] : *options.env) env_strings.push_back(k + "=" + v);
-    for (std::string& s : env_strings) envp.push_back(s.data());
-    envp.push_back(nullptr);
-    env = envp.data();
-  }
-
+  char** env = exec_args.envp.empty() ? environ : exec_args.envp.data();
   pid_t pid = -1;
-  int rc = posix_spawn(&pid, program.c_str(), actions.get(), attr.get(), args.data(), env);
+  int rc =
+      posix_spawn(&pid, program.c_str(), actions.get(), attr.get(), exec_args.argv.data(), env);
   if (rc != 0) {
     std::string what = argv[0];
     if (options.cwd && (rc == ENOENT || rc == ENOTDIR || rc == EACCES)) {

@@ -35,6 +35,8 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
   void accept_ready(int listen_fd);
   void accept_connection(int fd);
   void set_tls(const ServerOptions& options) {
+    tls::internal::check_timeouts(options.ssl.has_value(), options.ssl_handshake_timeout,
+                                  options.ssl_shutdown_timeout);
     if (options.ssl && !options.ssl->is_server()) {
       throw std::invalid_argument("a server needs a server context (tls::Context::server)");
     }
