@@ -23,6 +23,11 @@
 #                     OpenSSL's default suite, the same OpenSSL for everyone.
 #                     Default sizes "1024 102400"; the ratios are to uvloop's
 #                     server of the same kind (protocol or streams)
+#   --pipeline K      request/response instead of echo: each connection sends
+#                     K requests at once (lines of --sizes bytes, default 64)
+#                     and waits for the K answers; our servers and Python's
+#                     answer each line with one write (readuntil + write on
+#                     streams), the C server echoes what it reads
 #   --handshakes      a handshake table instead of the echo table (implies
 #                     TLS; with --tls as well, both): each of N connections,
 #                     over and over, connects, does a full handshake, echoes
@@ -65,6 +70,7 @@ echo_table=1
 handshakes=0
 sizes_given=0
 servers_given=0
+pipeline=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) rounds=1; seconds=0.5; warmup=0.1; shift ;;
@@ -85,6 +91,8 @@ while [[ $# -gt 0 ]]; do
     --json=*) json_out="${1#*=}"; shift ;;
     --tls) tls=1; shift ;;
     --handshakes) handshakes=1; shift ;;
+    --pipeline) pipeline="$2"; shift 2 ;;
+    --pipeline=*) pipeline="${1#*=}"; shift ;;
     -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "echo_compare.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -92,6 +100,13 @@ done
 for s in $servers; do
   [[ " $all_servers " == *" $s "* ]] || { echo "echo_compare.sh: unknown server $s" >&2; exit 2; }
 done
+if [[ $pipeline != 1 ]]; then
+  if [[ $tls == 1 || $handshakes == 1 ]]; then
+    echo "echo_compare.sh: --pipeline is for plain TCP only" >&2
+    exit 2
+  fi
+  [[ $sizes_given == 1 ]] || sizes="64"
+fi
 if [[ $handshakes == 1 ]]; then
   [[ $tls == 1 ]] || echo_table=0  # --handshakes alone: that table only
   tls=1
@@ -156,6 +171,11 @@ fi
 # --- TLS: one set of certificates for every server ------------------------------------
 tls_server_args=()
 load_args=()
+lines_mode=""
+if [[ $pipeline != 1 ]]; then
+  load_args=(--pipeline "$pipeline")
+  lines_mode="-lines"
+fi
 if [[ $tls == 1 ]]; then
   declare -A cert
   while IFS='=' read -r name path; do cert[$name]="$path"; done < <("$make_certs" "$out/certs")
@@ -186,10 +206,11 @@ fi
 declare -A pid_of port_of
 server_cmd() {
   case "$1" in
-    ours-protocol) echo "$bench_dir/echo_protocol_server" ;;
-    ours-streams) echo "$bench_dir/echo_streams_server" ;;
+    ours-protocol) echo "$bench_dir/echo_protocol_server ${lines_mode:+--lines}" ;;
+    ours-streams) echo "$bench_dir/echo_streams_server ${lines_mode:+--lines}" ;;
     c-epoll) echo "$bench_dir/echo_epoll" ;;
-    uvloop-*|asyncio-*) echo "$python $bench_dir/echo_server.py --loop ${1%%-*} --mode ${1#*-}" ;;
+    uvloop-*|asyncio-*)
+      echo "$python $bench_dir/echo_server.py --loop ${1%%-*} --mode ${1#*-}$lines_mode" ;;
   esac
 }
 started=""
@@ -286,7 +307,11 @@ try:
 except ImportError: pass
 print("Python " + v)')"
 echo
-if [[ $tls == 0 ]]; then
+if [[ $pipeline != 1 ]]; then
+  echo "Request/response benchmark: ${cpu:-unknown CPU}, $(nproc) cores, $pinned;" \
+    "$pipeline requests per batch, one write per answer; median of $rounds rounds of" \
+    "${seconds} s; $versions; load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+elif [[ $tls == 0 ]]; then
   echo "Echo benchmark: ${cpu:-unknown CPU}, $(nproc) cores, $pinned; ping-pong," \
     "median of $rounds rounds of ${seconds} s; $versions; load average" \
     "$(cut -d' ' -f1-3 /proc/loadavg) at the end."
