@@ -160,12 +160,16 @@ TEST(RunInExecutorTest, CancellingTheFutureCancelsTheUnstartedJob) {
 
 Coro<void> cancel_running_main(ThreadPoolExecutor* pool, Gate* gate, std::atomic<bool>* finished) {
   EventLoop& loop = get_running_loop();
-  Future<int> running = run_in_executor(loop, pool, [gate, finished] {
+  // Set on the loop's thread once the job runs: the job is known to have
+  // started before it is cancelled.
+  Future<void> started = create_future<void>(loop);
+  Future<int> running = run_in_executor(loop, pool, [&loop, &started, gate, finished] {
+    loop.call_soon_threadsafe([&started] { started.set_result(); });
     gate->wait();
     *finished = true;
     return 1;
   });
-  co_await sleep(10ms);
+  co_await started;
   // Already running: the job goes on, the asyncio future is cancelled.
   EXPECT_TRUE(running.cancel());
   gate->open();

@@ -69,16 +69,28 @@ TEST(GatherTest, VectorForms) {
 
 TEST(GatherTest, FirstExceptionPropagatesAndOthersKeepRunning) {
   run([]() -> Coro<void> {
-    Task<int> slow = create_task(value_after(20ms, 9));
+    EventLoop& loop = get_running_loop();
+    // The others wait for futures that are set only after gather has failed,
+    // so "first" is the first exception and the others are still running.
+    Future<int> release_slow = create_future<int>(loop);
+    Future<void> release_second = create_future<void>(loop);
+    auto value_when = [](Future<int> release) -> Coro<int> { co_return co_await release; };
+    auto fail_when = [](Future<void> release, std::string what) -> Coro<int> {
+      co_await release;
+      throw std::runtime_error(what);
+    };
+    Task<int> slow = create_task(value_when(release_slow));
     bool caught = false;
     try {
-      co_await gather(fail_after(1ms, "first"), slow, fail_after(5ms, "second"));
+      co_await gather(fail_after(0ms, "first"), slow, fail_when(release_second, "second"));
     } catch (const std::runtime_error& e) {
       caught = true;
       EXPECT_STREQ(e.what(), "first");
     }
     EXPECT_TRUE(caught);
     EXPECT_FALSE(slow.done()) << "gather does not cancel the others on failure";
+    release_second.set_result();
+    release_slow.set_result(9);
     EXPECT_EQ(co_await slow, 9);
   }());
 }
