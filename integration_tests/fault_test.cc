@@ -4,7 +4,6 @@
 // worker killed mid-job, a signal storm during a transfer, and (in loop_test)
 // epoll_pwait2 denied by seccomp. Each checks that the library fails cleanly (a clear
 // exception, no descriptor leaked, no hang) and carries on afterwards.
-#include <dirent.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stddef.h>
@@ -30,6 +29,7 @@
 #include "gtest/gtest.h"
 #include "streams/streams.h"
 #include "subprocess/subprocess.h"
+#include "testing/async_test_util.h"
 #include "tls/testing/certs.h"
 #include "tls/tls.h"
 #include "transports/transports.h"
@@ -37,16 +37,10 @@
 namespace asyncio {
 namespace {
 
-using namespace std::chrono_literals;
+using testing_util::open_fd_count;
+using testing_util::port_of;
 
-int open_fd_count() {
-  int count = 0;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    while (dirent* entry = ::readdir(dir)) count += entry->d_name[0] != '.';
-    ::closedir(dir);
-  }
-  return count;
-}
+using namespace std::chrono_literals;
 
 // The number the next descriptor would get.
 int lowest_free_fd() {
@@ -54,8 +48,6 @@ int lowest_free_fd() {
   ::close(fd);
   return fd;
 }
-
-uint16_t port_of(const Server& server) { return server.sockets().at(0).getsockname().port(); }
 
 // Restores RLIMIT_NOFILE when the test ends, whatever happens.
 class RestoreFileLimit {

@@ -1,6 +1,5 @@
 // Load held: 10,000 TCP connections open at once on one loop, each echoing,
 // then all closed: no error, no descriptor left, memory given back.
-#include <dirent.h>
 #include <malloc.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -18,30 +17,16 @@
 #include "gtest/gtest.h"
 #include "streams/streams.h"
 #include "sync/sync.h"
+#include "testing/async_test_util.h"
 #include "transports/transports.h"
 
 namespace asyncio {
 namespace {
 
+using testing_util::open_fd_count;
+using testing_util::rss_kib;
+
 constexpr int kConnections = 10000;
-
-int open_fd_count() {
-  int count = 0;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    while (dirent* entry = ::readdir(dir)) count += entry->d_name[0] != '.';
-    ::closedir(dir);
-  }
-  return count;
-}
-
-long rss_kib() {
-  long pages = 0, resident = 0;
-  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
-    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return resident * (::sysconf(_SC_PAGESIZE) / 1024);
-}
 
 bool raise_fd_limit(rlim_t wanted) {
   rlimit lim;

@@ -1,7 +1,6 @@
 // Network scenarios across //transports and //streams: many clients, a large
 // transfer with backpressure, resets, refusals, overlong lines, UDP, Unix
 // sockets, and no descriptor leaked by any of it.
-#include <dirent.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -16,21 +15,16 @@
 #include "futures/futures.h"
 #include "gtest/gtest.h"
 #include "streams/streams.h"
+#include "testing/async_test_util.h"
 #include "transports/transports.h"
 
 namespace asyncio {
 namespace {
 
-using namespace std::chrono_literals;
+using testing_util::open_fd_count;
+using testing_util::port_of;
 
-int open_fd_count() {
-  int count = 0;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    while (dirent* entry = ::readdir(dir)) count += entry->d_name[0] != '.';
-    ::closedir(dir);
-  }
-  return count;
-}
+using namespace std::chrono_literals;
 
 // Counts descriptors before the first test and after the last one.
 class NoFdLeak : public testing::Environment {
@@ -49,8 +43,6 @@ class NoFdLeak : public testing::Environment {
   int before_ = 0;
 };
 const auto* const kNoFdLeak = testing::AddGlobalTestEnvironment(new NoFdLeak);
-
-uint16_t port_of(const Server& server) { return server.sockets().at(0).getsockname().port(); }
 
 Coro<void> echo_lines(StreamReader reader, StreamWriter writer) {
   while (true) {

@@ -24,11 +24,14 @@
 #include "gtest/gtest.h"
 #include "streams/streams.h"
 #include "subprocess/subprocess.h"
+#include "testing/async_test_util.h"
 #include "tls/testing/certs.h"
 #include "tls/tls.h"
 
 namespace asyncio {
 namespace {
+
+using testing_util::port_of;
 
 using namespace std::chrono_literals;
 
@@ -92,8 +95,6 @@ SubprocessOptions pipes(subprocess::Stdio stderr_to = subprocess::PIPE) {
   options.stderr_ = stderr_to;
   return options;
 }
-
-uint16_t port_of(const Server& server) { return server.sockets().at(0).getsockname().port(); }
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

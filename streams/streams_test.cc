@@ -8,13 +8,14 @@
 #include <system_error>
 
 #include "gtest/gtest.h"
+#include "testing/async_test_util.h"
 
 namespace asyncio {
 namespace {
 
-using namespace std::chrono_literals;
+using testing_util::port_of;
 
-uint16_t port_of(const Server& server) { return server.sockets().at(0).getsockname().port(); }
+using namespace std::chrono_literals;
 
 // The seed's echo server handler (section 2.2).
 Coro<void> handle_echo(StreamReader reader, StreamWriter writer) {

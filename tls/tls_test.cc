@@ -17,10 +17,13 @@
 
 #include "gtest/gtest.h"
 #include "streams/streams.h"
+#include "testing/async_test_util.h"
 #include "tls/testing/certs.h"
 
 namespace asyncio {
 namespace {
+
+using testing_util::port_of;
 
 using namespace std::chrono_literals;
 
@@ -42,8 +45,6 @@ StreamOptions with_ssl(tls::Context context) {
   options.ssl = std::move(context);
   return options;
 }
-
-uint16_t port_of(const Server& server) { return server.sockets().at(0).getsockname().port(); }
 
 // The seed's echo handler (section 2.2), over TLS.
 Coro<void> handle_echo(StreamReader reader, StreamWriter writer) {

@@ -17,10 +17,13 @@
 
 #include "futures/futures.h"
 #include "gtest/gtest.h"
+#include "testing/async_test_util.h"
 #include "transports/internal/socket_transport.h"
 
 namespace asyncio {
 namespace {
+
+using testing_util::port_of;
 
 using namespace std::chrono_literals;
 
@@ -87,8 +90,6 @@ class Collector : public Protocol {
   Future<void> closed;
   Future<void> data_event;
 };
-
-uint16_t port_of(const Server& server) { return server.sockets().at(0).getsockname().port(); }
 
 TEST(TransportTest, TcpEchoThroughProtocols) {
   run([]() -> Coro<void> {

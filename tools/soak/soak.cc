@@ -8,7 +8,6 @@
 //
 // Prints a line per 10 s and a summary; exits 1 if an invariant broke.
 // `./dev soak [--minutes N]` runs it; CI runs it for two minutes.
-#include <dirent.h>
 #include <malloc.h>
 #include <unistd.h>
 
@@ -25,11 +24,14 @@
 #include "futures/futures.h"
 #include "streams/streams.h"
 #include "subprocess/subprocess.h"
+#include "testing/async_test_util.h"
 #include "tls/testing/certs.h"
 #include "tls/tls.h"
 
 namespace asyncio {
 namespace {
+
+using testing_util::open_fd_count;
 
 using namespace std::chrono_literals;
 
@@ -43,24 +45,6 @@ struct Stats {
     std::fprintf(stderr, "soak: %s\n", what.c_str());
   }
 };
-
-int open_fd_count() {
-  int count = 0;
-  if (DIR* dir = ::opendir("/proc/self/fd")) {
-    while (dirent* entry = ::readdir(dir)) count += entry->d_name[0] != '.';
-    ::closedir(dir);
-  }
-  return count;
-}
-
-long rss_mib() {
-  long pages = 0, resident = 0;
-  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
-    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-    std::fclose(f);
-  }
-  return resident * ::sysconf(_SC_PAGESIZE) / (1024 * 1024);
-}
 
 // A message of `size` bytes that says where it came from.
 std::string message(std::mt19937& rng, size_t size) {
@@ -229,7 +213,7 @@ Coro<int> soak(double seconds) {
   while (loop.time() < deadline) {
     co_await sleep(1s);
     max_fds = std::max(max_fds, open_fd_count());
-    const long rss = rss_mib();
+    const long rss = testing_util::rss_kib() / 1024;
     max_rss = std::max(max_rss, rss);
     if (warm_rss < 0 && loop.time() - start >= std::min(10.0, seconds / 4)) warm_rss = rss;
     // 25 clients, their server ends, a child's pipes, the loop's own:
@@ -282,9 +266,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "soak: --seconds must be positive\n");
     return 2;
   }
-  const int fds_before = asyncio::open_fd_count();
+  const int fds_before = asyncio::testing_util::open_fd_count();
   const int status = asyncio::run(asyncio::soak(seconds));
-  const int fds_after = asyncio::open_fd_count();
+  const int fds_after = asyncio::testing_util::open_fd_count();
   if (fds_after != fds_before) {
     std::printf("soak: %d descriptors before, %d after: leaked\n", fds_before, fds_after);
     return 1;
