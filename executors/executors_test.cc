@@ -1,4 +1,4 @@
-// The executors facade end to end: the seed's three pools (default, custom
+// The executors facade end to end: the three pools of the asyncio docs' run_in_executor example (default, custom
 // thread pool, process pool) through run_in_executor; a process pool whose
 // worker aborts, seen from a coroutine; shutdown with pending work under a
 // running loop.
@@ -35,7 +35,7 @@ long sum_squares(long n) {
 }
 
 std::string blocking_io() {
-  // Reads 16 bytes of /dev/urandom, as the seed's blocking_io reads 100.
+  // Reads 16 bytes of /dev/urandom, as the docs' blocking_io reads 100.
   std::string data(16, '\0');
   FILE* f = std::fopen("/dev/urandom", "rb");
   if (f == nullptr) throw std::runtime_error("cannot open /dev/urandom");

@@ -17,7 +17,7 @@ using testing_util::port_of;
 
 using namespace std::chrono_literals;
 
-// The seed's echo server handler (section 2.2).
+// The echo server handler of the asyncio docs (Streams).
 Coro<void> handle_echo(StreamReader reader, StreamWriter writer) {
   std::string data = co_await reader.read(100);
   writer.write(data);

@@ -46,7 +46,7 @@ StreamOptions with_ssl(tls::Context context) {
   return options;
 }
 
-// The seed's echo handler (section 2.2), over TLS.
+// The echo server handler of the asyncio docs (Streams), over TLS.
 Coro<void> handle_echo(StreamReader reader, StreamWriter writer) {
   std::string data = co_await reader.read(100);
   writer.write(data);
