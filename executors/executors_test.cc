@@ -1,5 +1,5 @@
-// The executors facade end to end: the three pools of the asyncio docs' run_in_executor example (default, custom
-// thread pool, process pool) through run_in_executor; a process pool whose
+// The executors facade end to end: the three pools of the asyncio docs'
+// run_in_executor example (default, custom thread pool, process pool); a process pool whose
 // worker aborts, seen from a coroutine; shutdown with pending work under a
 // running loop.
 #include "executors/executors.h"
