@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -59,9 +61,9 @@ struct Tally {
   std::string first_error;
 };
 
-// Connects, waits until every client is connected, echoes one line, closes.
-Coro<void> client(uint16_t port, int id, Tally& tally, Event& all_connected,
-                  Semaphore& connecting) {
+// Connects, waits for the server's "go" (sent once it has accepted every
+// client), echoes one line, closes.
+Coro<void> client(uint16_t port, int id, Tally& tally, Semaphore& connecting) {
   try {
     std::optional<std::pair<StreamReader, StreamWriter>> conn;
     {
@@ -75,8 +77,8 @@ Coro<void> client(uint16_t port, int id, Tally& tally, Event& all_connected,
       connecting.release();
     }
     auto& [reader, writer] = *conn;
-    if (++tally.connected == kConnections) all_connected.set();
-    co_await all_connected.wait();
+    ++tally.connected;
+    if (co_await reader.readline() != "go\n") throw std::runtime_error("no go from the server");
     const std::string line = "client " + std::to_string(id) + "\n";
     writer.write(line);
     std::string back = co_await reader.readline();
@@ -95,13 +97,12 @@ Coro<void> client(uint16_t port, int id, Tally& tally, Event& all_connected,
 int run_clients(uint16_t port) {
   Tally tally;
   run([&tally, port]() -> Coro<void> {
-    Event all_connected;
     // Connecting in waves keeps the listen queue from overflowing (a
     // dropped SYN is retried by the kernel a second later).
     Semaphore connecting(512);
     TaskGroup group;
     for (int i = 0; i < kConnections; ++i) {
-      group.create_task(client(port, i, tally, all_connected, connecting));
+      group.create_task(client(port, i, tally, connecting));
     }
     co_await group.join();
   }());
@@ -144,9 +145,18 @@ TEST(LoadTest, TenThousandConnectionsHeldEchoedAndClosed) {
     StreamOptions options;
     options.sock = listener;  // the server owns it from here
     int open_now = 0;
-    ClientConnected handler = [&open_now, &peak_connections](StreamReader reader,
-                                                             StreamWriter writer) -> Coro<void> {
+    // A client's connect completes in the kernel before we accept it, so
+    // no client may finish until every one has been accepted here.
+    Event all_accepted;
+    ClientConnected handler = [&open_now, &peak_connections, &all_accepted](
+                                  StreamReader reader, StreamWriter writer) -> Coro<void> {
       peak_connections = std::max(peak_connections, ++open_now);
+      if (open_now == kConnections) all_accepted.set();
+      try {
+        co_await wait_for(all_accepted.wait(), std::chrono::seconds(120));
+      } catch (const TimeoutError&) {  // a client failed: go on, the test reports it
+      }
+      writer.write("go\n");
       co_await echo_lines(std::move(reader), std::move(writer));
       --open_now;
     };
