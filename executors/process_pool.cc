@@ -1,6 +1,5 @@
 #include "executors/internal/process_pool.h"
 
-#include <cxxabi.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -18,9 +17,10 @@
 #include <new>
 #include <stdexcept>
 #include <string>
-#include <system_error>
 #include <typeinfo>
 #include <utility>
+
+#include "loop/posix.h"
 
 namespace asyncio::concurrent {
 
@@ -31,6 +31,7 @@ using executors_internal::Invoker;
 using executors_internal::kFrameHeaderSize;
 using executors_internal::ProcessJob;
 using executors_internal::WireReader;
+using posix::throw_errno;
 
 namespace {
 
@@ -41,10 +42,6 @@ constexpr int kServerFd = 3;  // the fork server's control socket, after fork
 constexpr const char* kTerminated =
     "A process in the process pool was terminated abruptly while the future was running or "
     "pending";
-
-[[noreturn]] void throw_errno(const char* what) {
-  throw std::system_error(errno, std::generic_category(), what);
-}
 
 // Reads exactly n bytes; false on EOF or error.
 bool read_full(int fd, void* buf, size_t n) {
@@ -108,14 +105,6 @@ std::string error_answer(const std::string& type, const std::string& what) {
   return answer;
 }
 
-std::string type_name(const std::type_info& type) {
-  int status = 0;
-  char* name = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
-  std::string result = (status == 0 && name != nullptr) ? name : type.name();
-  std::free(name);
-  return result;
-}
-
 void close_from(int lowest) {
 #ifdef SYS_close_range
   if (::syscall(SYS_close_range, static_cast<unsigned>(lowest), ~0U, 0) == 0) return;
@@ -144,7 +133,7 @@ void close_from(int lowest) {
             " bytes, more than the largest frame (" + std::to_string(max_frame_size) + " bytes)");
       }
     } catch (const std::exception& e) {
-      response = error_answer(type_name(typeid(e)), e.what());
+      response = error_answer(posix::demangled_type_name(typeid(e)), e.what());
     } catch (...) {
       response = error_answer("unknown exception", "unknown exception");
     }
@@ -326,19 +315,17 @@ ProcessPoolExecutor::ProcessPoolExecutor(int max_workers, uint64_t max_frame_siz
   functions_ = new (table) FunctionTable();
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-    int saved = errno;
+    int err = errno;
     ::munmap(functions_, sizeof(FunctionTable));
-    errno = saved;
-    throw_errno("socketpair");
+    throw_errno("socketpair", err);
   }
   pid_t pid = ::fork();
   if (pid < 0) {
-    int saved = errno;
+    int err = errno;
     ::close(sv[0]);
     ::close(sv[1]);
     ::munmap(functions_, sizeof(FunctionTable));
-    errno = saved;
-    throw_errno("fork");
+    throw_errno("fork", err);
   }
   if (pid == 0) {
     ::close(sv[0]);
@@ -423,7 +410,7 @@ ProcessPoolExecutor::Worker ProcessPoolExecutor::spawn_worker() {
   if (n != static_cast<ssize_t>(sizeof(pid)) || pid <= 0 || fd < 0) {
     if (fd >= 0) ::close(fd);
     if (n == static_cast<ssize_t>(sizeof(pid)) && pid < 0) {
-      throw std::system_error(-pid, std::generic_category(), "fork of a process pool worker");
+      throw_errno("fork of a process pool worker", -pid);
     }
     throw BrokenProcessPool("the process pool's fork server is gone");
   }

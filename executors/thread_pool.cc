@@ -1,7 +1,5 @@
 #include "executors/internal/thread_pool.h"
 
-#include <cxxabi.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -10,21 +8,14 @@
 #include <string>
 #include <typeinfo>
 
+#include "loop/posix.h"
+
 namespace asyncio::concurrent {
 
 namespace executors_internal {
 
 void report_callback_exception(std::exception_ptr exc) noexcept {
-  std::string what = "unknown exception";
-  try {
-    std::rethrow_exception(exc);
-  } catch (const std::exception& e) {
-    int status = 0;
-    char* name = abi::__cxa_demangle(typeid(e).name(), nullptr, nullptr, &status);
-    what = std::string(status == 0 && name != nullptr ? name : typeid(e).name()) + ": " + e.what();
-    std::free(name);
-  } catch (...) {
-  }
+  std::string what = posix::describe_exception(exc);
   std::fprintf(stderr,
                "asyncio: exception calling callback for a concurrent Future\n  exception: %s\n",
                what.c_str());

@@ -37,47 +37,14 @@
 namespace asyncio {
 namespace {
 
+using testing_util::echo_lines;
+using testing_util::lowest_free_fd;
 using testing_util::open_fd_count;
 using testing_util::port_of;
+using testing_util::raise_fd_limit;
+using testing_util::RestoreFileLimit;
 
 using namespace std::chrono_literals;
-
-// The number the next descriptor would get.
-int lowest_free_fd() {
-  int fd = ::dup(0);
-  ::close(fd);
-  return fd;
-}
-
-// Restores RLIMIT_NOFILE when the test ends, whatever happens.
-class RestoreFileLimit {
- public:
-  RestoreFileLimit() { ::getrlimit(RLIMIT_NOFILE, &original_); }
-  ~RestoreFileLimit() { ::setrlimit(RLIMIT_NOFILE, &original_); }
-  const rlimit& original() const { return original_; }
-  void raise_to_hard_limit() const {
-    rlimit lim = original_;
-    lim.rlim_cur = lim.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &lim);
-  }
-
- private:
-  rlimit original_;
-};
-
-Coro<void> echo_lines(StreamReader reader, StreamWriter writer) {
-  try {
-    while (true) {
-      std::string line = co_await reader.readline();
-      if (line.empty()) break;
-      writer.write(line);
-      co_await writer.drain();
-    }
-  } catch (const std::system_error&) {
-    // The peer reset: that connection is over, the server is not.
-  }
-  writer.close();
-}
 
 // One round trip through a line echo server.
 Coro<bool> echo_once(uint16_t port, StreamOptions options) {
@@ -265,7 +232,7 @@ TEST(FaultInjection, StreamsPeerResetMidReplyEndsThatConnectionOnly) {
 
 TEST(FaultInjection, SlowlorisClientsDoNotStarveNormalOnes) {
   RestoreFileLimit limit;
-  limit.raise_to_hard_limit();
+  raise_fd_limit();
   const int fds_before = open_fd_count();
   run([]() -> Coro<void> {
     EventLoop& loop = get_running_loop();

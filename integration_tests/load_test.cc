@@ -25,34 +25,12 @@
 namespace asyncio {
 namespace {
 
+using testing_util::echo_lines;
 using testing_util::open_fd_count;
+using testing_util::raise_fd_limit;
 using testing_util::rss_kib;
 
 constexpr int kConnections = 10000;
-
-bool raise_fd_limit(rlim_t wanted) {
-  rlimit lim;
-  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return false;
-  if (lim.rlim_cur >= wanted) return true;
-  rlimit raised{wanted, std::max(lim.rlim_max, wanted)};
-  if (::setrlimit(RLIMIT_NOFILE, &raised) == 0) return true;
-  lim.rlim_cur = lim.rlim_max;
-  ::setrlimit(RLIMIT_NOFILE, &lim);
-  return lim.rlim_cur >= wanted;
-}
-
-Coro<void> echo_lines(StreamReader reader, StreamWriter writer) {
-  try {
-    while (true) {
-      std::string line = co_await reader.readline();
-      if (line.empty()) break;
-      writer.write(line);
-      co_await writer.drain();
-    }
-  } catch (const std::exception&) {
-  }
-  writer.close();
-}
 
 struct Tally {
   int connected = 0;

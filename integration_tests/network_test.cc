@@ -21,8 +21,10 @@
 namespace asyncio {
 namespace {
 
+using testing_util::echo_lines;
 using testing_util::open_fd_count;
 using testing_util::port_of;
+using testing_util::raise_fd_limit;
 
 using namespace std::chrono_literals;
 
@@ -31,10 +33,7 @@ class NoFdLeak : public testing::Environment {
  public:
   void SetUp() override {
     // 1,000 clients and their server ends need more than the usual 1,024.
-    rlimit lim;
-    ::getrlimit(RLIMIT_NOFILE, &lim);
-    lim.rlim_cur = lim.rlim_max;
-    ::setrlimit(RLIMIT_NOFILE, &lim);
+    raise_fd_limit();
     before_ = open_fd_count();
   }
   void TearDown() override { EXPECT_EQ(open_fd_count(), before_) << "file descriptors leaked"; }
@@ -43,16 +42,6 @@ class NoFdLeak : public testing::Environment {
   int before_ = 0;
 };
 const auto* const kNoFdLeak = testing::AddGlobalTestEnvironment(new NoFdLeak);
-
-Coro<void> echo_lines(StreamReader reader, StreamWriter writer) {
-  while (true) {
-    std::string line = co_await reader.readline();
-    if (line.empty()) break;
-    writer.write(line);
-    co_await writer.drain();
-  }
-  writer.close();
-}
 
 Coro<int> echo_client(uint16_t port, int client, int messages) {
   auto [reader, writer] = co_await open_connection("127.0.0.1", port);
@@ -251,9 +240,8 @@ TEST(NetworkScenario, UdpEchoOfManyDatagrams) {
 
 TEST(NetworkScenario, UnixServerRemovesItsSocketFile) {
   run([]() -> Coro<void> {
-    char dir[] = "/tmp/asyncio-it-XXXXXX";
-    EXPECT_NE(::mkdtemp(dir), nullptr);
-    std::string path = std::string(dir) + "/echo.sock";
+    testing_util::TempDir dir;
+    std::string path = dir.file("echo.sock");
     Server server = co_await start_unix_server(echo_lines, path);
     auto [reader, writer] = co_await open_unix_connection(path);
     writer.write("over a unix socket\n");
@@ -264,7 +252,6 @@ TEST(NetworkScenario, UnixServerRemovesItsSocketFile) {
     co_await server.wait_closed();
     struct stat st;
     EXPECT_NE(::stat(path.c_str(), &st), 0);
-    ::rmdir(dir);
   }());
 }
 

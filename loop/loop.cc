@@ -1,7 +1,6 @@
 #include "loop/loop.h"
 
 #include <arpa/inet.h>
-#include <cxxabi.h>
 #include <fcntl.h>
 #include <net/if.h>
 #include <netdb.h>
@@ -19,17 +18,18 @@
 #include <limits>
 #include <mutex>
 #include <stdexcept>
-#include <system_error>
 #include <thread>
-#include <typeinfo>
 #include <unordered_set>
 
 #include "loop/internal/test_hooks.h"
+#include "loop/posix.h"
 
 namespace asyncio {
 
 using loop_internal::CallbackNode;
 using loop_internal::TestHooks;
+using posix::describe_exception;
+using posix::throw_errno;
 
 std::atomic<TestHooks::Hook> TestHooks::threadsafe_post_checked{nullptr};
 std::atomic<TestHooks::Hook> TestHooks::waiting_for_posters{nullptr};
@@ -58,28 +58,6 @@ void on_signal(int sig) {
   ssize_t ignored = ::write(fd, &byte, 1);
   (void)ignored;
   errno = saved;
-}
-
-std::string demangled_type_name(const std::type_info& type) {
-  int status = 0;
-  char* name = abi::__cxa_demangle(type.name(), nullptr, nullptr, &status);
-  std::string result = (status == 0 && name != nullptr) ? name : type.name();
-  std::free(name);
-  return result;
-}
-
-std::string describe_exception(const std::exception_ptr& exc) {
-  try {
-    std::rethrow_exception(exc);
-  } catch (const std::exception& e) {
-    return demangled_type_name(typeid(e)) + ": " + e.what();
-  } catch (...) {
-    return "unknown exception";
-  }
-}
-
-[[noreturn]] void throw_errno(const char* what) {
-  throw std::system_error(errno, std::generic_category(), what);
 }
 
 std::once_flag g_sigpipe_once;
@@ -263,10 +241,9 @@ EventLoop::EventLoop() {
   if (epoll_fd_ < 0) throw_errno("epoll_create1");
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake_fd_ < 0) {
-    int saved = errno;
+    int err = errno;
     ::close(epoll_fd_);
-    errno = saved;
-    throw_errno("eventfd");
+    throw_errno("eventfd", err);
   }
   // Edge-triggered: each write wakes epoll once and the loop never has to
   // read the counter back (a 64-bit counter does not overflow in practice).

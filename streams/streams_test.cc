@@ -13,18 +13,10 @@
 namespace asyncio {
 namespace {
 
+using testing_util::handle_echo;
 using testing_util::port_of;
 
 using namespace std::chrono_literals;
-
-// The echo server handler of the asyncio docs (Streams).
-Coro<void> handle_echo(StreamReader reader, StreamWriter writer) {
-  std::string data = co_await reader.read(100);
-  writer.write(data);
-  co_await writer.drain();
-  writer.close();
-  co_await writer.wait_closed();
-}
 
 TEST(StreamsTest, SeedEchoClientAndServer) {
   run([]() -> Coro<void> {
@@ -254,9 +246,8 @@ TEST(StreamsTest, HandlerExceptionIsReportedAndClosesTheConnection) {
 
 TEST(StreamsTest, UnixStreams) {
   run([]() -> Coro<void> {
-    char dir[] = "/tmp/asyncio-streams-XXXXXX";
-    EXPECT_NE(::mkdtemp(dir), nullptr);
-    std::string path = std::string(dir) + "/s.sock";
+    testing_util::TempDir dir;
+    std::string path = dir.file("s.sock");
     Server server = co_await start_unix_server(handle_echo, path);
     auto [reader, writer] = co_await open_unix_connection(path);
     writer.write("unix hello");
@@ -264,7 +255,6 @@ TEST(StreamsTest, UnixStreams) {
     writer.close();
     server.close();
     co_await server.wait_closed();
-    ::rmdir(dir);
   }());
 }
 

@@ -7,6 +7,7 @@
 #include <tuple>
 #include <utility>
 
+#include "loop/posix.h"
 #include "subprocess/internal/spawn.h"
 #include "subprocess/internal/transport.h"
 
@@ -38,14 +39,8 @@ Coro<std::shared_ptr<SubprocessTransport>> spawn(EventLoop& loop,
   ChildWatcher& watcher = ChildWatcher::of(loop);
   SpawnedChild child = spawn_child(argv, options);
   // The parent's ends not yet handed to a transport are closed on any exit.
-  struct ClosePipes {
-    std::array<int, 3>& fds;
-    ~ClosePipes() {
-      for (int& fd : fds) {
-        if (fd >= 0) ::close(std::exchange(fd, -1));
-      }
-    }
-  } close_pipes{child.pipes};
+  posix::UniqueFd pipes[3];
+  for (int fd = 0; fd < 3; ++fd) pipes[fd].reset(child.pipes[fd]);
   auto transport =
       std::make_shared<ChildTransport>(loop, std::move(protocol), child.pid, child.pidfd);
   // Watched first: if that fails, the child is killed and reaped, and the
@@ -55,12 +50,12 @@ Coro<std::shared_ptr<SubprocessTransport>> spawn(EventLoop& loop,
   // From here on, the watcher reaps the child whatever happens.
   try {
     for (int fd = 0; fd < 3; ++fd) {
-      if (child.pipes[fd] < 0) continue;
+      if (!pipes[fd]) continue;
       transport->pipe_opening(fd);
       auto pipe_protocol = std::make_shared<PipeProtocol>(transport, fd);
       auto factory = [pipe_protocol] { return pipe_protocol; };  // not inside co_await
       // connect_accepted_socket owns the socket from its first step on.
-      auto connecting = connect_accepted_socket(loop, factory, std::exchange(child.pipes[fd], -1));
+      auto connecting = connect_accepted_socket(loop, factory, pipes[fd].release());
       auto connected = co_await std::move(connecting);
       transport->set_pipe(fd, std::move(connected.first));
     }

@@ -11,27 +11,15 @@
 #include "futures/futures.h"
 #include "gtest/gtest.h"
 #include "loop/loop.h"
+#include "testing/async_test_util.h"
 
 namespace asyncio {
 namespace {
 
 using namespace std::chrono_literals;
 
-// Lets every task that is ready run a few steps.
-Coro<void> settle() {
-  for (int i = 0; i < 5; ++i) co_await sleep(0s);
-}
-
-// True if awaiting `aw` throws E.
-template <class E, class A>
-Coro<bool> throws(A aw) {
-  try {
-    co_await std::move(aw);
-  } catch (const E&) {
-    co_return true;
-  }
-  co_return false;
-}
+using testing_util::settle;
+using testing_util::throws;
 
 // ---------------------------------------------------------------------------
 // Lock

@@ -1,10 +1,20 @@
 // Helpers shared by the tests of every package (as CPython's
-// test_asyncio/utils.py): descriptor and memory accounting, and the port a
-// server listens on. Test-only.
+// test_asyncio/utils.py): descriptor and memory accounting, the port a
+// server listens on, echo servers, a temporary directory, awaiting helpers.
+// Test-only.
 #pragma once
 
-#include <cstdint>
+#include <sys/resource.h>
 
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "futures/futures.h"
+#include "streams/streams.h"
 #include "transports/transports.h"
 
 namespace asyncio::testing_util {
@@ -12,10 +22,84 @@ namespace asyncio::testing_util {
 // Descriptors open in this process (entries of /proc/self/fd).
 int open_fd_count();
 
+// The number the next descriptor would get.
+int lowest_free_fd();
+
+// Raises the soft RLIMIT_NOFILE to `wanted` (and the hard limit with it, when
+// allowed), else as far as the hard limit goes; true if it now reaches
+// `wanted`. Without `wanted`: up to the hard limit.
+bool raise_fd_limit(rlim_t wanted = RLIM_INFINITY);
+
+// Puts RLIMIT_NOFILE back as it was at construction, whatever happens.
+class RestoreFileLimit {
+ public:
+  RestoreFileLimit();
+  ~RestoreFileLimit();
+  RestoreFileLimit(const RestoreFileLimit&) = delete;
+  RestoreFileLimit& operator=(const RestoreFileLimit&) = delete;
+  const rlimit& original() const { return original_; }
+
+ private:
+  rlimit original_;
+};
+
 // Resident memory of this process, in KiB (/proc/self/statm).
 long rss_kib();
 
 // The port of the server's first listening socket.
 uint16_t port_of(const Server& server);
+
+// A fresh directory under $TEST_TMPDIR (else /tmp), removed with everything
+// in it on destruction. Short paths: a Unix socket's sun_path holds 108 bytes.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  // path()/name.
+  std::string file(std::string_view name) const;
+
+ private:
+  std::string path_;
+};
+
+// Lets every task that is ready run a few steps.
+Coro<void> settle();
+
+// True if awaiting `aw` throws E.
+template <class E, class A>
+Coro<bool> throws(A aw) {
+  try {
+    co_await std::move(aw);
+  } catch (const E&) {
+    co_return true;
+  }
+  co_return false;
+}
+
+// The echo server handler of the asyncio docs (Streams): one read of up to
+// 100 bytes, echoed, then close.
+Coro<void> handle_echo(StreamReader reader, StreamWriter writer);
+
+// A stream handler that echoes line by line until EOF; a peer that resets
+// ends only its own connection.
+Coro<void> echo_lines(StreamReader reader, StreamWriter writer);
+
+// A protocol that echoes everything back and records what happened.
+class EchoProtocol : public Protocol {
+ public:
+  void connection_made(std::shared_ptr<BaseTransport> t) override;
+  void data_received(std::string_view data) override;
+  bool eof_received() override;
+  void connection_lost(std::exception_ptr exc) override;
+
+  std::shared_ptr<Transport> transport;
+  std::string received;
+  bool got_eof = false;
+  bool lost = false;
+  std::exception_ptr lost_error;
+};
 
 }  // namespace asyncio::testing_util

@@ -13,6 +13,7 @@
 #include <system_error>
 #include <utility>
 
+#include "loop/posix.h"
 #include "tls/tls.h"
 
 namespace asyncio::tls::internal {
@@ -646,10 +647,7 @@ void TlsConnection::set_write_buffer_limits(std::optional<size_t> high, std::opt
     limits_ = wire_->get_write_buffer_limits();
     return;
   }
-  size_t h = high ? *high : (low ? 4 * *low : 64 * 1024);
-  size_t l = low ? *low : h / 4;
-  if (l > h) throw std::invalid_argument("high must be >= low");
-  limits_ = {l, h};
+  limits_ = posix::write_buffer_limits(high, low);
 }
 
 std::pair<size_t, size_t> TlsConnection::get_write_buffer_limits() const {

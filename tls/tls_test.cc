@@ -23,6 +23,7 @@
 namespace asyncio {
 namespace {
 
+using testing_util::handle_echo;
 using testing_util::port_of;
 
 using namespace std::chrono_literals;
@@ -44,15 +45,6 @@ StreamOptions with_ssl(tls::Context context) {
   StreamOptions options;
   options.ssl = std::move(context);
   return options;
-}
-
-// The echo server handler of the asyncio docs (Streams), over TLS.
-Coro<void> handle_echo(StreamReader reader, StreamWriter writer) {
-  std::string data = co_await reader.read(100);
-  writer.write(data);
-  co_await writer.drain();
-  writer.close();
-  co_await writer.wait_closed();
 }
 
 // Connects, expects `message` echoed by a handle_echo server, closes.
@@ -127,23 +119,20 @@ class Recorder : public Protocol {
   Future<void> lost;
 };
 
-// Echoes and records the negotiated protocol; closes after `expect` bytes.
-class EchoProtocol : public Protocol {
+// Echoes and records the negotiated protocol.
+class AlpnEchoProtocol : public testing_util::EchoProtocol {
  public:
   void connection_made(std::shared_ptr<BaseTransport> t) override {
-    transport = std::static_pointer_cast<Transport>(t);
+    EchoProtocol::connection_made(t);
     std::any alpn = transport->get_extra_info("alpn_protocol");
     if (alpn.has_value()) negotiated = std::any_cast<std::string>(alpn);
   }
-  void data_received(std::string_view data) override { transport->write(data); }
-  std::shared_ptr<Transport> transport;
   std::string negotiated;
 };
 
 TEST(TlsTest, OverUnixSockets) {
-  char dir[] = "/tmp/asyncio_tls_XXXXXX";  // short: sun_path holds 108 bytes
-  ASSERT_NE(::mkdtemp(dir), nullptr);
-  std::string path = std::string(dir) + "/s.sock";
+  testing_util::TempDir dir;
+  std::string path = dir.file("s.sock");
   run([path]() -> Coro<void> {
     StreamOptions server_options = with_ssl(server_context());
     Server server = co_await start_unix_server(handle_echo, path, server_options);
@@ -165,7 +154,6 @@ TEST(TlsTest, OverUnixSockets) {
     server.close();
     co_await server.wait_closed();
   }());
-  ::rmdir(dir);
 }
 
 TEST(TlsTest, ProtocolsAlpnAndWatermarks) {
@@ -173,13 +161,13 @@ TEST(TlsTest, ProtocolsAlpnAndWatermarks) {
     EventLoop& loop = get_running_loop();
     tls::Context server_ctx = server_context();
     server_ctx.set_alpn_protocols({"h2", "http/1.1"});
-    std::vector<std::shared_ptr<EchoProtocol>> accepted;
+    std::vector<std::shared_ptr<AlpnEchoProtocol>> accepted;
     ServerOptions server_options;
     server_options.ssl = server_ctx;
     Server server = co_await create_server(
         loop,
         [&accepted]() -> std::shared_ptr<BaseProtocol> {
-          accepted.push_back(std::make_shared<EchoProtocol>());
+          accepted.push_back(std::make_shared<AlpnEchoProtocol>());
           return accepted.back();
         },
         "127.0.0.1", 0, server_options);

@@ -16,10 +16,16 @@
 #include <system_error>
 #include <thread>
 
+#include "loop/posix.h"
 #include "transports/internal/socket_transport.h"
 #include "transports/transports.h"
 
 namespace asyncio::transports_internal {
+
+using posix::set_nonblocking;
+using posix::throw_errno;
+using posix::UniqueFd;
+
 namespace {
 
 // Lets lookups running on other threads know whether their loop still
@@ -262,7 +268,7 @@ void check_tls_options(const ConnectOptions& options, const std::string& host) {
 // with `ssl`, a TLS session sits in between and the transport returned is the
 // TLS one, after its handshake.
 Coro<std::shared_ptr<Transport>> wrap_socket(EventLoop& loop, ProtocolFactory& factory,
-                                             FdGuard& sock, const ConnectOptions& options,
+                                             UniqueFd& sock, const ConnectOptions& options,
                                              const std::string& host) {
   std::shared_ptr<BaseProtocol> protocol = factory();
   Future<void> waiter = create_future<void>(loop);
@@ -317,7 +323,7 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
                                                    std::string host, uint16_t port,
                                                    ConnectOptions options) {
   check_tls_options(options, host);
-  FdGuard sock;
+  UniqueFd sock;
   if (options.sock >= 0) {
     sock.reset(options.sock);
     set_nonblocking(sock.get());
@@ -332,7 +338,7 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
     int first_error = 0;
     std::string failures;
     for (const AddrInfo& info : infos) {
-      FdGuard candidate(::socket(info.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+      UniqueFd candidate(::socket(info.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
       int err = 0;
       if (candidate.get() < 0) {
         err = errno;
@@ -350,7 +356,7 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
       if (!failures.empty()) failures += "; ";
       failures += info.addr.to_string() + ": " + std::strerror(err);
     }
-    if (sock.get() < 0) throw_os_error(first_error, "Connect call failed (" + failures + ")");
+    if (sock.get() < 0) throw_errno("Connect call failed (" + failures + ")", first_error);
   }
   set_nodelay_if_tcp(sock.get());
   co_return co_await wrap_socket(loop, factory, sock, options, host);
@@ -360,20 +366,20 @@ Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, Protoco
                                                         std::string path, ConnectOptions options) {
   check_tls_options(options, "");
   SocketAddress addr = SocketAddress::unix_path(path);
-  FdGuard sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (sock.get() < 0) throw_os_error(errno, "socket");
+  UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (sock.get() < 0) throw_errno("socket");
   int err = co_await connect_socket(loop, sock.get(), addr);
   if (err == EAGAIN) {
-    throw_os_error(err, "Connect call failed (" + path + "): the server's backlog is full");
+    throw_errno("Connect call failed (" + path + "): the server's backlog is full", err);
   }
-  if (err != 0) throw_os_error(err, "Connect call failed (" + path + ")");
+  if (err != 0) throw_errno("Connect call failed (" + path + ")", err);
   const std::string no_host;
   co_return co_await wrap_socket(loop, factory, sock, options, no_host);
 }
 
 Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, ProtocolFactory factory,
                                                          int sock) {
-  FdGuard guard(sock);
+  UniqueFd guard(sock);
   set_nonblocking(sock);
   set_nodelay_if_tcp(sock);
   // Not temporaries inside co_await: GCC 12 destroys those twice (PR 99576).

@@ -7,16 +7,24 @@
 #include <deque>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 
+#include "loop/posix.h"
 #include "transports/internal/socket_transport.h"
 #include "transports/transports.h"
 
 namespace asyncio::transports_internal {
+
+using posix::os_error;
+using posix::set_nonblocking;
+using posix::throw_errno;
+using posix::UniqueFd;
+using posix::would_block;
+
 namespace {
 
 constexpr size_t kMaxDatagram = 256 * 1024;
-constexpr size_t kDefaultHighWater = 64 * 1024;  // as a stream transport's
 
 class DatagramSocketTransport final : public DatagramTransport, public OpenTransport {
  public:
@@ -25,16 +33,7 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
       : loop_(loop), fd_(fd), remote_(std::move(remote)) {
     set_protocol(std::move(protocol));
   }
-  ~DatagramSocketTransport() override {
-    if (fd_ >= 0) {
-      try {
-        if (reading_) loop_.remove_reader(fd_);
-        if (writing_) loop_.remove_writer(fd_);
-      } catch (...) {
-      }
-      ::close(fd_);
-    }
-  }
+  ~DatagramSocketTransport() override { close_watched(loop_, fd_, reading_, writing_); }
 
   void start(Future<void> waiter) {
     self_ = std::static_pointer_cast<DatagramSocketTransport>(shared_from_this());
@@ -87,14 +86,7 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   size_t get_write_buffer_size() const override { return queued_bytes_; }
   void set_write_buffer_limits(std::optional<size_t> high = {},
                                std::optional<size_t> low = {}) override {
-    size_t h = high ? *high : (low ? 4 * *low : kDefaultHighWater);
-    size_t l = low ? *low : h / 4;
-    if (l > h) {
-      throw std::invalid_argument("high (" + std::to_string(h) + ") must be >= low (" +
-                                  std::to_string(l) + ")");
-    }
-    high_ = h;
-    low_ = l;
+    std::tie(low_, high_) = posix::write_buffer_limits(high, low);
     maybe_pause_protocol();
   }
   std::pair<size_t, size_t> get_write_buffer_limits() const override { return {low_, high_}; }
@@ -256,8 +248,8 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   std::shared_ptr<DatagramSocketTransport> self_;
   std::deque<std::pair<std::string, std::optional<SocketAddress>>> queue_;
   size_t queued_bytes_ = 0;
-  size_t high_ = kDefaultHighWater;
-  size_t low_ = kDefaultHighWater / 4;
+  size_t high_ = posix::kDefaultWriteBufferHigh;
+  size_t low_ = posix::kDefaultWriteBufferHigh / 4;
   bool protocol_paused_ = false;  // pause_writing() was called
   bool closing_ = false;
   bool conn_lost_ = false;
@@ -270,7 +262,7 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
 Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loop,
                                                                   ProtocolFactory factory,
                                                                   DatagramOptions options) {
-  FdGuard sock;
+  UniqueFd sock;
   if (options.sock >= 0) {
     sock.reset(options.sock);
     set_nonblocking(sock.get());
@@ -280,24 +272,23 @@ Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loo
     if (family == 0 && options.remote_addr) family = options.remote_addr->family();
     if (family == 0) family = AF_INET;
     sock.reset(::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (sock.get() < 0) throw_os_error(errno, "socket");
+    if (sock.get() < 0) throw_errno("socket");
     int one = 1;
     if (options.reuse_port &&
         ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-      throw_os_error(errno, "setsockopt(SO_REUSEPORT)");
+      throw_errno("setsockopt(SO_REUSEPORT)");
     }
     if (options.allow_broadcast &&
         ::setsockopt(sock.get(), SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)) != 0) {
-      throw_os_error(errno, "setsockopt(SO_BROADCAST)");
+      throw_errno("setsockopt(SO_BROADCAST)");
     }
     if (options.local_addr && ::bind(sock.get(), options.local_addr->sockaddr_ptr(),
                                      options.local_addr->sockaddr_len()) != 0) {
-      throw_os_error(
-          errno, "error while attempting to bind on address " + options.local_addr->to_string());
+      throw_errno("error while attempting to bind on address " + options.local_addr->to_string());
     }
     if (options.remote_addr && ::connect(sock.get(), options.remote_addr->sockaddr_ptr(),
                                          options.remote_addr->sockaddr_len()) != 0) {
-      throw_os_error(errno, "connect to " + options.remote_addr->to_string());
+      throw_errno("connect to " + options.remote_addr->to_string());
     }
   }
   std::shared_ptr<BaseProtocol> protocol = factory();

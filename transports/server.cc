@@ -10,11 +10,17 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "loop/posix.h"
 #include "transports/internal/server_state.h"
 #include "transports/internal/socket_transport.h"
 #include "transports/transports.h"
 
 namespace asyncio {
+
+using posix::os_error;
+using posix::throw_errno;
+using posix::UniqueFd;
+
 namespace transports_internal {
 namespace {
 
@@ -57,7 +63,7 @@ void ServerState::accept_ready(int listen_fd) {
       continue;
     }
     int err = errno;
-    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED) return;
+    if (posix::would_block(err) || err == ECONNABORTED) return;
     if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
       // Out of descriptors: stop accepting for a moment, say so, carry on.
       loop.call_exception_handler(
@@ -74,7 +80,7 @@ void ServerState::accept_ready(int listen_fd) {
 }
 
 void ServerState::accept_connection(int fd) {
-  FdGuard guard(fd);
+  UniqueFd guard(fd);
   set_nodelay_if_tcp(fd);
   std::shared_ptr<BaseProtocol> protocol;
   try {
@@ -144,7 +150,7 @@ namespace {
 
 Coro<Server> serve(std::shared_ptr<ServerState> state, const ServerOptions& options) {
   for (int fd : state->fds) {
-    if (::listen(fd, options.backlog) != 0) throw_os_error(errno, "listen");
+    if (::listen(fd, options.backlog) != 0) throw_errno("listen");
   }
   Server server(state);
   if (options.start_serving) {
@@ -158,15 +164,13 @@ Coro<Server> serve(std::shared_ptr<ServerState> state, const ServerOptions& opti
 }  // namespace
 }  // namespace transports_internal
 
-using transports_internal::FdGuard;
 using transports_internal::ServerState;
-using transports_internal::throw_os_error;
 
 SocketAddress SocketInfo::getsockname() const {
   sockaddr_storage ss;
   socklen_t len = sizeof(ss);
   if (::getsockname(fd_, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
-    throw_os_error(errno, "getsockname");
+    throw_errno("getsockname");
   }
   return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
 }
@@ -240,7 +244,7 @@ Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
   state->set_tls(options);
   if (options.sock >= 0) {
-    transports_internal::set_nonblocking(options.sock);
+    posix::set_nonblocking(options.sock);
     state->fds.push_back(options.sock);
     co_return co_await transports_internal::serve(state, options);
   }
@@ -268,11 +272,11 @@ Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string
     for (const SocketAddress& b : bound) seen = seen || b == info.addr;
     if (seen) continue;
     bound.push_back(info.addr);
-    FdGuard sock(::socket(info.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    UniqueFd sock(::socket(info.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     if (sock.get() < 0) {
       // A host without IPv6 still serves IPv4 on "every interface".
       if (any_interface && errno == EAFNOSUPPORT) continue;
-      throw_os_error(errno, "socket");
+      throw_errno("socket");
     }
     int one = 1;
     if (options.reuse_address) {
@@ -280,14 +284,14 @@ Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string
     }
     if (options.reuse_port &&
         ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-      throw_os_error(errno, "setsockopt(SO_REUSEPORT)");
+      throw_errno("setsockopt(SO_REUSEPORT)");
     }
     if (info.family == AF_INET6) {
       // Otherwise "::" would also take the IPv4 port.
       ::setsockopt(sock.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
     }
     if (::bind(sock.get(), info.addr.sockaddr_ptr(), info.addr.sockaddr_len()) != 0) {
-      throw_os_error(errno, "error while attempting to bind on address " + info.addr.to_string());
+      throw_errno("error while attempting to bind on address " + info.addr.to_string());
     }
     state->fds.push_back(sock.release());
   }
@@ -300,7 +304,7 @@ Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::s
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
   state->set_tls(options);
   if (options.sock >= 0) {
-    transports_internal::set_nonblocking(options.sock);
+    posix::set_nonblocking(options.sock);
     state->fds.push_back(options.sock);
     co_return co_await transports_internal::serve(state, options);
   }
@@ -310,10 +314,10 @@ Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::s
   if (!path.empty() && path[0] != '\0' && ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
     ::unlink(path.c_str());
   }
-  FdGuard sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (sock.get() < 0) throw_os_error(errno, "socket");
+  UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (sock.get() < 0) throw_errno("socket");
   if (::bind(sock.get(), addr.sockaddr_ptr(), addr.sockaddr_len()) != 0) {
-    throw_os_error(errno, "error while attempting to bind on address " + path);
+    throw_errno("error while attempting to bind on address " + path);
   }
   if (!path.empty() && path[0] != '\0' && ::stat(path.c_str(), &st) == 0) {
     state->unix_path = path;

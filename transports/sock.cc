@@ -11,15 +11,16 @@
 #include <string>
 #include <string_view>
 
+#include "loop/posix.h"
 #include "transports/internal/socket_transport.h"
 #include "transports/transports.h"
 
 namespace asyncio {
 
-using transports_internal::throw_os_error;
+using posix::throw_errno;
+using posix::would_block;
 using transports_internal::wait_readable;
 using transports_internal::wait_writable;
-using transports_internal::would_block;
 
 namespace {
 
@@ -36,7 +37,7 @@ Coro<std::string> sock_recv(EventLoop& loop, int sock, size_t nbytes) {
       buf.resize(static_cast<size_t>(n));
       co_return buf;
     }
-    if (!would_block(errno)) throw_os_error(errno, "recv");
+    if (!would_block(errno)) throw_errno("recv");
     co_await wait_readable(loop, sock);
   }
 }
@@ -45,7 +46,7 @@ Coro<size_t> sock_recv_into(EventLoop& loop, int sock, std::span<char> buf) {
   while (true) {
     ssize_t n = ::recv(sock, buf.data(), buf.size(), 0);
     if (n >= 0) co_return static_cast<size_t>(n);
-    if (!would_block(errno)) throw_os_error(errno, "recv");
+    if (!would_block(errno)) throw_errno("recv");
     co_await wait_readable(loop, sock);
   }
 }
@@ -57,7 +58,7 @@ Coro<void> sock_sendall(EventLoop& loop, int sock, std::string_view data) {
       data.remove_prefix(static_cast<size_t>(n));
       continue;
     }
-    if (!would_block(errno)) throw_os_error(errno, "send");
+    if (!would_block(errno)) throw_errno("send");
     co_await wait_writable(loop, sock);
   }
 }
@@ -70,15 +71,16 @@ Coro<void> sock_connect(EventLoop& loop, int sock, const SocketAddress& addr) {
     if (err == EAGAIN) {
       // A Unix socket's server has a full backlog (or no local port is
       // free): no readiness event says when to retry, so say so.
-      throw_os_error(err, "Connect call failed (" + addr.to_string() +
-                              "): the server's backlog is full or no local port is free");
+      throw_errno("Connect call failed (" + addr.to_string() +
+                      "): the server's backlog is full or no local port is free",
+                  err);
     }
-    if (err != EINPROGRESS) throw_os_error(err, "Connect call failed (" + addr.to_string() + ")");
+    if (err != EINPROGRESS) throw_errno("Connect call failed (" + addr.to_string() + ")", err);
     co_await wait_writable(loop, sock);
     int so_error = 0;
     socklen_t len = sizeof(so_error);
     if (::getsockopt(sock, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
-    if (so_error != 0) throw_os_error(so_error, "Connect call failed (" + addr.to_string() + ")");
+    if (so_error != 0) throw_errno("Connect call failed (" + addr.to_string() + ")", so_error);
     co_return;
   }
 }
@@ -92,7 +94,7 @@ Coro<std::pair<int, SocketAddress>> sock_accept(EventLoop& loop, int sock) {
       co_return std::make_pair(fd,
                                SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len));
     }
-    if (!would_block(errno) && errno != ECONNABORTED) throw_os_error(errno, "accept");
+    if (!would_block(errno) && errno != ECONNABORTED) throw_errno("accept");
     co_await wait_readable(loop, sock);
   }
 }
@@ -110,7 +112,7 @@ Coro<size_t> copy_file(int file_fd, off_t offset, std::optional<size_t> count, S
     ssize_t n = ::pread(file_fd, chunk.data(), want, offset + static_cast<off_t>(total));
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw_os_error(errno, "pread");
+      throw_errno("pread");
     }
     if (n == 0) break;
     co_await send(std::string_view(chunk.data(), static_cast<size_t>(n)));
@@ -143,7 +145,7 @@ Coro<void> send_all(Socket socket, std::string_view data) {
       data.remove_prefix(static_cast<size_t>(n));
       continue;
     }
-    if (!would_block(errno)) throw_os_error(errno, "send");
+    if (!would_block(errno)) throw_errno("send");
     co_await socket.writable();
   }
 }
@@ -168,13 +170,13 @@ Coro<size_t> sendfile_on(Socket socket, int file_fd, off_t offset, std::optional
     }
     if ((err == EINVAL || err == ENOSYS || err == EOVERFLOW) && total == 0) {
       // This pair of descriptors cannot use sendfile(2).
-      if (!fallback) throw_os_error(err, "sendfile is not supported for this socket and file");
+      if (!fallback) throw_errno("sendfile is not supported for this socket and file", err);
       auto send = [socket](std::string_view data) { return send_all(socket, data); };
       total = co_await copy_file(file_fd, offset, count, send);
       position = offset + static_cast<off_t>(total);
       break;
     }
-    throw_os_error(err, "sendfile");
+    throw_errno("sendfile", err);
   }
   // Leave the file position after what was sent, as socket.sendfile does.
   ::lseek(file_fd, offset + static_cast<off_t>(total), SEEK_SET);
@@ -201,7 +203,7 @@ class SendfileFallbackProtocol final : public Protocol {
     if (waiter_ && !waiter_->done()) waiter_->set_result();
   }
   void connection_lost(std::exception_ptr exc) override {
-    lost_ = exc ? exc : transports_internal::os_error(ECONNRESET, "Connection is closed by peer");
+    lost_ = exc ? exc : posix::os_error(ECONNRESET, "Connection is closed by peer");
     if (waiter_ && !waiter_->done()) waiter_->set_exception(lost_);
     if (original_) original_->connection_lost(exc);
     original_.reset();

@@ -1,6 +1,5 @@
 #include "transports/internal/socket_transport.h"
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
@@ -12,11 +11,18 @@
 #include <cstring>
 #include <stdexcept>
 #include <system_error>
+#include <tuple>
 #include <unordered_set>
 
+#include "loop/posix.h"
 #include "transports/internal/server_state.h"
 
 namespace asyncio::transports_internal {
+
+using posix::os_error;
+using posix::throw_errno;
+using posix::would_block;
+
 namespace {
 
 // asyncio's max_size: one recv per readiness event reads at most this much.
@@ -48,26 +54,14 @@ void deliver_connection_lost(EventLoop& loop, BaseProtocol* protocol, std::excep
   }
 }
 
-std::exception_ptr os_error(int err, const std::string& what) {
-  return std::make_exception_ptr(std::system_error(err, std::generic_category(), what));
-}
-
-void throw_os_error(int err, const std::string& what) {
-  throw std::system_error(err, std::generic_category(), what);
-}
-
-void set_nonblocking(int fd) {
-  int flags = ::fcntl(fd, F_GETFL);
-  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) throw_os_error(errno, "fcntl");
-}
-
-FdGuard::~FdGuard() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-void FdGuard::reset(int fd) {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = fd;
+void close_watched(EventLoop& loop, int fd, bool reading, bool writing) noexcept {
+  if (fd < 0) return;
+  try {
+    if (reading) loop.remove_reader(fd);
+    if (writing) loop.remove_writer(fd);
+  } catch (...) {
+  }
+  ::close(fd);
 }
 
 namespace {
@@ -157,14 +151,7 @@ SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<BasePr
 
 SocketTransport::~SocketTransport() {
   if (server_) server_->detach(this);  // never started: still counted
-  if (fd_ >= 0) {
-    try {
-      if (reading_) loop_.remove_reader(fd_);
-      if (writer_registered_) loop_.remove_writer(fd_);
-    } catch (...) {
-    }
-    ::close(fd_);
-  }
+  close_watched(loop_, fd_, reading_, writer_registered_);
 }
 
 void SocketTransport::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
@@ -460,7 +447,7 @@ Coro<void> SocketTransport::wait_until_flushed() {
 
 int SocketTransport::sendfile_socket() const {
   if (closing_ || conn_lost_ || fd_ < 0) {
-    throw_os_error(ECONNABORTED, "sendfile: the transport was closed");
+    throw_errno("sendfile: the transport was closed", ECONNABORTED);
   }
   return fd_;
 }
@@ -503,14 +490,7 @@ void SocketTransport::write_eof() {
 
 void SocketTransport::set_write_buffer_limits(std::optional<size_t> high,
                                               std::optional<size_t> low) {
-  size_t h = high ? *high : (low ? 4 * *low : 64 * 1024);
-  size_t l = low ? *low : h / 4;
-  if (l > h) {
-    throw std::invalid_argument("high (" + std::to_string(h) + ") must be >= low (" +
-                                std::to_string(l) + ")");
-  }
-  high_ = h;
-  low_ = l;
+  std::tie(low_, high_) = posix::write_buffer_limits(high, low);
   maybe_pause_protocol();
 }
 

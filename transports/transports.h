@@ -184,10 +184,16 @@ using ProtocolFactory = std::function<std::shared_ptr<BaseProtocol>()>;
 // ---------------------------------------------------------------------------
 // Servers
 
-struct SocketInfo {
-  int fd_ = -1;
+// One of a server's listening sockets (an element of Server::sockets()).
+class SocketInfo {
+ public:
+  SocketInfo() = default;
+  explicit SocketInfo(int fd) : fd_(fd) {}
   int fd() const { return fd_; }
   SocketAddress getsockname() const;
+
+ private:
+  int fd_ = -1;
 };
 
 namespace transports_internal {

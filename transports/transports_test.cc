@@ -23,34 +23,11 @@
 namespace asyncio {
 namespace {
 
+using testing_util::EchoProtocol;
+using testing_util::lowest_free_fd;
 using testing_util::port_of;
 
 using namespace std::chrono_literals;
-
-// Echoes everything back; records what happened.
-class EchoProtocol : public Protocol {
- public:
-  void connection_made(std::shared_ptr<BaseTransport> t) override {
-    transport = std::static_pointer_cast<Transport>(t);
-  }
-  void data_received(std::string_view data) override {
-    received += data;
-    transport->write(data);
-  }
-  bool eof_received() override {
-    got_eof = true;
-    return false;
-  }
-  void connection_lost(std::exception_ptr exc) override {
-    lost = true;
-    lost_error = exc;
-  }
-  std::shared_ptr<Transport> transport;
-  std::string received;
-  bool got_eof = false;
-  bool lost = false;
-  std::exception_ptr lost_error;
-};
 
 // A client side that collects data and lets tests await events.
 class Collector : public Protocol {
@@ -330,9 +307,8 @@ TEST(TransportTest, UnixSocketServerRemovesItsFileOnClose) {
   run([]() -> Coro<void> {
     EventLoop& loop = get_running_loop();
     // Bazel's TEST_TMPDIR is longer than sun_path allows.
-    char dir[] = "/tmp/asyncio-unix-XXXXXX";
-    EXPECT_NE(::mkdtemp(dir), nullptr);
-    std::string path = std::string(dir) + "/echo.sock";
+    testing_util::TempDir dir;
+    std::string path = dir.file("echo.sock");
     Server server = co_await create_unix_server(
         loop, [] { return std::make_shared<EchoProtocol>(); }, path);
     struct stat st;
@@ -355,7 +331,6 @@ TEST(TransportTest, UnixSocketServerRemovesItsFileOnClose) {
       refused = e.code() == std::errc::no_such_file_or_directory;
     }
     EXPECT_TRUE(refused);
-    ::rmdir(dir);
   }());
 }
 
@@ -638,16 +613,8 @@ TEST(TransportTest, ConnectionsOpenWhenTheLoopGoesAreTornDown) {
 namespace asyncio {
 namespace {
 
-// The number the next descriptor would get.
-int lowest_free_fd() {
-  int fd = ::dup(0);
-  ::close(fd);
-  return fd;
-}
-
 TEST(ServerTest, OutOfDescriptorsPausesAcceptingThenCarriesOn) {
-  rlimit original;
-  ::getrlimit(RLIMIT_NOFILE, &original);
+  testing_util::RestoreFileLimit limit;
   std::vector<std::string> reports;
   run([](rlimit original, std::vector<std::string>& reports) -> Coro<void> {
     EventLoop& loop = get_running_loop();
@@ -678,8 +645,7 @@ TEST(ServerTest, OutOfDescriptorsPausesAcceptingThenCarriesOn) {
     ::close(client);
     server.close();
     co_await server.wait_closed();
-  }(original, reports));
-  ::setrlimit(RLIMIT_NOFILE, &original);
+  }(limit.original(), reports));
   ASSERT_FALSE(reports.empty());
   EXPECT_EQ(reports[0], "socket.accept() out of system resource");
 }

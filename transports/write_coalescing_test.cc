@@ -11,6 +11,7 @@
 
 #include "futures/futures.h"
 #include "gtest/gtest.h"
+#include "loop/posix.h"
 #include "transports/transports.h"
 
 namespace asyncio {
@@ -39,7 +40,7 @@ struct Pair {
 Coro<std::shared_ptr<Pair>> make_pair(EventLoop& loop) {
   int fds[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0) {
-    throw std::system_error(errno, std::generic_category(), "socketpair");
+    posix::throw_errno("socketpair");
   }
   auto pair = std::make_shared<Pair>();
   pair->peer = fds[1];

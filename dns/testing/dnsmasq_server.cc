@@ -18,7 +18,6 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
-#include <system_error>
 #include <thread>
 
 extern char** environ;
@@ -26,28 +25,24 @@ extern char** environ;
 namespace asyncio::dns_testing {
 namespace {
 
-[[noreturn]] void throw_errno(const char* what) {
-  throw std::system_error(errno, std::generic_category(), what);
-}
+using posix::throw_errno;
+using posix::UniqueFd;
 
 // A port free for both UDP and TCP on 127.0.0.1 right now.
 uint16_t free_port() {
   for (int attempt = 0; attempt < 50; ++attempt) {
-    int udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (udp < 0) throw_errno("socket");
+    UniqueFd udp(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+    if (!udp) throw_errno("socket");
     sockaddr_in sin{};
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof(sin);
-    if (::bind(udp, reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) < 0 ||
-        ::getsockname(udp, reinterpret_cast<sockaddr*>(&sin), &len) < 0) {
-      ::close(udp);
+    if (::bind(udp.get(), reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) < 0 ||
+        ::getsockname(udp.get(), reinterpret_cast<sockaddr*>(&sin), &len) < 0) {
       throw_errno("bind");
     }
-    int tcp = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool ok = tcp >= 0 && ::bind(tcp, reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) == 0;
-    if (tcp >= 0) ::close(tcp);
-    ::close(udp);
+    UniqueFd tcp(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    bool ok = tcp && ::bind(tcp.get(), reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) == 0;
     if (ok) return ntohs(sin.sin_port);
   }
   throw std::runtime_error("no free port for dnsmasq");
@@ -92,12 +87,8 @@ DnsmasqServer::DnsmasqServer(DnsmasqConfig config) {
     throw std::runtime_error(
         "dnsmasq is not installed (apt-get install -y dnsmasq, or ./dev deps)");
   }
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  std::string templ = std::string(tmp != nullptr ? tmp : "/tmp") + "/dnsmasq.XXXXXX";
-  if (::mkdtemp(templ.data()) == nullptr) throw_errno("mkdtemp");
-  dir_ = templ;
   {
-    std::ofstream hosts(dir_ + "/hosts");
+    std::ofstream hosts(dir_.file("hosts"));
     for (const auto& [address, name] : config.hosts) hosts << address << ' ' << name << '\n';
   }
   std::vector<std::string> args = {
@@ -110,7 +101,7 @@ DnsmasqServer::DnsmasqServer(DnsmasqConfig config) {
       "--no-poll",
       "--conf-file=/dev/null",
       "--log-facility=-",
-      "--addn-hosts=" + dir_ + "/hosts",
+      "--addn-hosts=" + dir_.file("hosts"),
   };
   for (const auto& [alias, target] : config.cnames)
     args.push_back("--cname=" + alias + "," + target);
@@ -133,7 +124,7 @@ bool DnsmasqServer::start(const std::vector<std::string>& base_args, std::string
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
 
-  const std::string log_path = dir_ + "/log";
+  const std::string log_path = dir_.file("log");
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
@@ -142,10 +133,7 @@ bool DnsmasqServer::start(const std::vector<std::string>& base_args, std::string
   posix_spawn_file_actions_adddup2(&actions, STDOUT_FILENO, STDERR_FILENO);
   int rc = ::posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) {
-    errno = rc;
-    throw_errno("posix_spawn dnsmasq");
-  }
+  if (rc != 0) throw_errno("posix_spawn dnsmasq", rc);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (std::chrono::steady_clock::now() < deadline) {
     int status;
@@ -164,8 +152,9 @@ bool DnsmasqServer::start(const std::vector<std::string>& base_args, std::string
 }
 
 bool DnsmasqServer::answers() const {
-  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw_errno("socket");
+  UniqueFd socket(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!socket) throw_errno("socket");
+  const int fd = socket.get();
   sockaddr_in sin{};
   sin.sin_family = AF_INET;
   sin.sin_port = htons(port_);
@@ -183,7 +172,6 @@ bool DnsmasqServer::answers() const {
   } else {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  ::close(fd);
   return ok;
 }
 
@@ -192,28 +180,22 @@ DnsmasqServer::~DnsmasqServer() {
     ::kill(pid_, SIGTERM);
     ::waitpid(pid_, nullptr, 0);
   }
-  if (!dir_.empty()) {
-    ::unlink((dir_ + "/hosts").c_str());
-    ::unlink((dir_ + "/log").c_str());
-    ::rmdir(dir_.c_str());
-  }
 }
 
 SilentServer::SilentServer() {
-  fd_ = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd_ < 0) throw_errno("socket");
+  fd_.reset(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd_) throw_errno("socket");
   sockaddr_in sin{};
   sin.sin_family = AF_INET;
   sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   socklen_t len = sizeof(sin);
-  if (::bind(fd_, reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) < 0 ||
-      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&sin), &len) < 0) {
-    ::close(fd_);
+  if (::bind(fd_.get(), reinterpret_cast<sockaddr*>(&sin), sizeof(sin)) < 0 ||
+      ::getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&sin), &len) < 0) {
     throw_errno("bind");
   }
   port_ = ntohs(sin.sin_port);
 }
 
-SilentServer::~SilentServer() { ::close(fd_); }
+SilentServer::~SilentServer() = default;
 
 }  // namespace asyncio::dns_testing

@@ -10,6 +10,9 @@
 #include <utility>
 #include <vector>
 
+#include "loop/posix.h"
+#include "testing/async_test_util.h"
+
 namespace asyncio::dns_testing {
 
 struct DnsmasqConfig {
@@ -48,7 +51,7 @@ class DnsmasqServer {
 
   pid_t pid_ = -1;
   uint16_t port_ = 0;
-  std::string dir_;
+  testing_util::TempDir dir_;  // the hosts file and the log
 };
 
 // A UDP socket bound on 127.0.0.1 that never reads: a DNS server that never
@@ -63,7 +66,7 @@ class SilentServer {
   std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
 
  private:
-  int fd_ = -1;
+  posix::UniqueFd fd_;
   uint16_t port_ = 0;
 };
 

@@ -16,39 +16,21 @@
 #include <system_error>
 #include <utility>
 
+#include "loop/posix.h"
+
 extern char** environ;
 
 namespace asyncio::subprocess_internal {
 namespace {
 
-[[noreturn]] void throw_errno(int err, const std::string& what) {
-  throw std::system_error(err, std::generic_category(), what);
-}
-
-// Closes a descriptor unless released.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  ~Fd() { reset(); }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+using posix::throw_errno;
+using posix::UniqueFd;
 
 class FileActions {
  public:
   FileActions() {
     int rc = posix_spawn_file_actions_init(&fa_);
-    if (rc != 0) throw_errno(rc, "posix_spawn_file_actions_init");
+    if (rc != 0) throw_errno("posix_spawn_file_actions_init", rc);
   }
   ~FileActions() { posix_spawn_file_actions_destroy(&fa_); }
   FileActions(const FileActions&) = delete;
@@ -63,7 +45,7 @@ class SpawnAttr {
  public:
   SpawnAttr() {
     int rc = posix_spawnattr_init(&attr_);
-    if (rc != 0) throw_errno(rc, "posix_spawnattr_init");
+    if (rc != 0) throw_errno("posix_spawnattr_init", rc);
   }
   ~SpawnAttr() { posix_spawnattr_destroy(&attr_); }
   SpawnAttr(const SpawnAttr&) = delete;
@@ -75,23 +57,23 @@ class SpawnAttr {
 };
 
 void check(int rc, const char* what) {
-  if (rc != 0) throw_errno(rc, what);
+  if (rc != 0) throw_errno(what, rc);
 }
 
 // A copy of `fd` numbered 3 or more (so that the dup2 onto 0, 1, 2 never
 // clobbers another source), close-on-exec; the original is closed.
 int dup_above_stdio(int fd) {
-  Fd original(fd);
+  UniqueFd original(fd);
   if (fd > 2) return original.release();
   int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  if (copy < 0) throw_errno(errno, "fcntl(F_DUPFD_CLOEXEC)");
+  if (copy < 0) throw_errno("fcntl(F_DUPFD_CLOEXEC)");
   return copy;
 }
 
 // argv[0] as execvp would find it: through PATH unless it has a '/'. With
 // `env` given, its PATH (else "/bin:/usr/bin") is searched, as Python does.
 std::string find_program(const std::string& program, const SubprocessOptions& options) {
-  if (program.empty()) throw_errno(ENOENT, "empty program name");
+  if (program.empty()) throw_errno("empty program name", ENOENT);
   if (program.find('/') != std::string::npos) return program;
   std::string path = "/bin:/usr/bin";
   if (options.env) {
@@ -115,7 +97,7 @@ std::string find_program(const std::string& program, const SubprocessOptions& op
     }
     start = end + 1;
   }
-  throw_errno(denied ? EACCES : ENOENT, program);
+  throw_errno(program, denied ? EACCES : ENOENT);
 }
 
 }  // namespace
@@ -171,28 +153,25 @@ SpawnedChild spawn_child(const std::vector<std::string>& argv, const SubprocessO
   std::vector<int> pass_fds;
   for (int fd : options.pass_fds) {
     if (fd <= 2) continue;  // stdio is handled by stdin_/stdout_/stderr_
-    if (::fcntl(fd, F_GETFD) < 0) throw_errno(errno, "pass_fds: " + std::to_string(fd));
+    if (::fcntl(fd, F_GETFD) < 0) throw_errno("pass_fds: " + std::to_string(fd));
     pass_fds.push_back(fd);
   }
   std::sort(pass_fds.begin(), pass_fds.end());
   pass_fds.erase(std::unique(pass_fds.begin(), pass_fds.end()), pass_fds.end());
 
-  Fd parent[3], child[3], devnull;
+  UniqueFd parent[3], child[3], devnull;
   for (int i = 0; i < 3; ++i) {
     if (stdio[i] == subprocess::PIPE) {
       int sv[2];
       if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        throw_errno(errno, "socketpair");
+        throw_errno("socketpair");
       }
       parent[i].reset(sv[0]);
       child[i].reset(dup_above_stdio(sv[1]));
-      int flags = ::fcntl(sv[0], F_GETFL);
-      if (flags < 0 || ::fcntl(sv[0], F_SETFL, flags | O_NONBLOCK) < 0) {
-        throw_errno(errno, "fcntl(O_NONBLOCK)");
-      }
+      posix::set_nonblocking(sv[0]);
     } else if (stdio[i] == subprocess::DEVNULL && devnull.get() < 0) {
       int fd = ::open("/dev/null", O_RDWR | O_CLOEXEC);
-      if (fd < 0) throw_errno(errno, "/dev/null");
+      if (fd < 0) throw_errno("/dev/null");
       devnull.reset(dup_above_stdio(fd));
     }
   }
@@ -266,7 +245,7 @@ SpawnedChild spawn_child(const std::vector<std::string>& argv, const SubprocessO
     if (options.cwd && (rc == ENOENT || rc == ENOTDIR || rc == EACCES)) {
       what += " (cwd " + *options.cwd + ")";
     }
-    throw_errno(rc, what);
+    throw_errno(what, rc);
   }
   SpawnedChild result;
   result.pid = pid;
@@ -276,7 +255,7 @@ SpawnedChild spawn_child(const std::vector<std::string>& argv, const SubprocessO
     ::kill(pid, SIGKILL);
     while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
-    throw_errno(err, "pidfd_open");
+    throw_errno("pidfd_open", err);
   }
   for (int i = 0; i < 3; ++i) result.pipes[i] = parent[i].release();
   return result;

@@ -12,6 +12,7 @@
 #include <thread>
 #include <utility>
 
+#include "loop/posix.h"
 #include "subprocess/internal/spawn.h"
 
 namespace asyncio::subprocess_internal {
@@ -167,7 +168,7 @@ void ChildTransport::send_signal(int sig) {
   // Once reaped, the pid may belong to another process: a pidfd never does.
   if (returncode_ || detached_) return;
   if (::syscall(SYS_pidfd_send_signal, pidfd_, sig, nullptr, 0) != 0 && errno != ESRCH) {
-    throw std::system_error(errno, std::generic_category(), "pidfd_send_signal");
+    posix::throw_errno("pidfd_send_signal");
   }
 }
 

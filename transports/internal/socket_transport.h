@@ -5,7 +5,6 @@
 #include <sys/uio.h>
 
 #include <any>
-#include <cerrno>
 #include <cstddef>
 #include <exception>
 #include <memory>
@@ -16,13 +15,10 @@
 
 #include "futures/futures.h"
 #include "loop/loop.h"
+#include "loop/posix.h"
 #include "transports/transports.h"
 
 namespace asyncio::transports_internal {
-
-// A non-blocking call that would have blocked (or was interrupted): retry
-// after the next readiness event.
-inline bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
 // TCP_NODELAY on, as asyncio does, when fd is an IPv4 or IPv6 socket.
 void set_nodelay_if_tcp(int fd);
@@ -31,33 +27,15 @@ void set_nodelay_if_tcp(int fd);
 // loop's exception handler.
 void deliver_connection_lost(EventLoop& loop, BaseProtocol* protocol, std::exception_ptr exc);
 
-// std::system_error for `err`, with `what` saying what failed.
-std::exception_ptr os_error(int err, const std::string& what);
-[[noreturn]] void throw_os_error(int err, const std::string& what);
-
-// O_NONBLOCK on (socket.setblocking(False)): a caller's socket may come
-// blocking, and one blocking accept or recv would stall the whole loop.
-void set_nonblocking(int fd);
+// For a transport's destructor: removes its watches on `fd` (a closed loop
+// refuses, which is ignored) and closes it. Nothing when fd is -1 (already
+// closed by connection_lost).
+void close_watched(EventLoop& loop, int fd, bool reading, bool writing) noexcept;
 
 // Suspends until fd is readable (writable); removes the watch however the
 // wait ends (cancellation included).
 Coro<void> wait_readable(EventLoop& loop, int fd);
 Coro<void> wait_writable(EventLoop& loop, int fd);
-
-// Closes a descriptor unless released: no leak on any error path.
-class FdGuard {
- public:
-  explicit FdGuard(int fd = -1) : fd_(fd) {}
-  FdGuard(const FdGuard&) = delete;
-  FdGuard& operator=(const FdGuard&) = delete;
-  ~FdGuard();
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  void reset(int fd);
-
- private:
-  int fd_;
-};
 
 // Resolves host:port through the loop's NameResolver, or the system
 // resolver off the loop thread; IP literals answer at once.
@@ -152,8 +130,8 @@ class SocketTransport final : public Transport, public OpenTransport {
   std::shared_ptr<SocketTransport> self_;  // alive until connection_lost is delivered
   std::string buffer_;                     // unsent bytes start at buffer_offset_
   size_t buffer_offset_ = 0;
-  size_t high_ = 64 * 1024;
-  size_t low_ = 16 * 1024;
+  size_t high_ = posix::kDefaultWriteBufferHigh;
+  size_t low_ = posix::kDefaultWriteBufferHigh / 4;
   std::vector<Future<void>> flush_waiters_;
   // Small writes wait in buffer_ until the end of the loop iteration, then
   // leave with one syscall (uvloop's queued writes).
