@@ -1,9 +1,11 @@
-#include "executors/internal/bridges.h"
+#include "executors/bridges.h"
 
 #include <memory>
 #include <stdexcept>
 #include <utility>
 #include <vector>
+
+#include "executors/thread_pool.h"
 
 namespace asyncio::executors_internal {
 

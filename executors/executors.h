@@ -17,14 +17,19 @@
 // Future stays loop-affine, and the bridges only ever touch it on its loop's
 // thread. Cancellation crosses in both directions, and a loop that closes
 // fails the concurrent futures still waiting on it.
+//
+// This header includes the package's public headers, one per concept; each
+// can also be included on its own.
 #pragma once
 
-#include "executors/internal/bridges.h"
-#include "executors/internal/concurrent_future.h"
-#include "executors/internal/process_pool.h"
-#include "executors/internal/thread_pool.h"
+// concurrent::Future<T>: the thread-safe future.
+#include "executors/concurrent_future.h"
 
-namespace asyncio::concurrent {
-// concurrent.futures.Executor: the interface of //loop that the pools implement.
-using Executor = ::asyncio::Executor;
-}  // namespace asyncio::concurrent
+// concurrent::Executor and concurrent::ThreadPoolExecutor.
+#include "executors/thread_pool.h"
+
+// concurrent::ProcessPoolExecutor and BrokenProcessPool.
+#include "executors/process_pool.h"
+
+// wrap_future, run_in_executor, to_thread, run_coroutine_threadsafe.
+#include "executors/bridges.h"

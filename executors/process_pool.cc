@@ -1,4 +1,4 @@
-#include "executors/internal/process_pool.h"
+#include "executors/process_pool.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,4 +1,4 @@
-#include "executors/internal/thread_pool.h"
+#include "executors/thread_pool.h"
 
 #include <algorithm>
 #include <cstdio>

@@ -128,7 +128,7 @@ Future<void> gather_children(EventLoop& loop, std::vector<FutureStateBase*> chil
                              bool return_exceptions) {
   for (FutureStateBase* child : children) check_same_loop(*child, loop);
   auto* state = new GatherState(loop, std::move(children), return_exceptions);
-  Future<void> outer(state);
+  Future<void> outer = Access::adopt_future<void>(state);
   state->watch_children();
   return outer;
 }
@@ -186,8 +186,7 @@ void cancel_all_tasks(EventLoop& loop) {
   for (AnyTask& t : tasks) t.cancel();
   size_t remaining = tasks.size();
   for (AnyTask& t : tasks) {
-    t.core()->add_ref();
-    Future<void>(t.core()).add_done_callback([&remaining, &loop](Future<void>&) {
+    Access::as_future(t).add_done_callback([&remaining, &loop](Future<void>&) {
       if (--remaining == 0) loop.stop();
     });
   }
@@ -238,7 +237,7 @@ struct TaskGroupState {
   }
 
   void on_task_done(const AnyTask& task) {
-    tasks.erase(task.core());
+    tasks.erase(Access::core(task));
     if (on_completed && tasks.empty() && !on_completed->done()) on_completed->set_result();
     if (task.cancelled()) return;
     std::exception_ptr exc = task.exception();
@@ -260,7 +259,7 @@ struct TaskGroupState {
 
 void track_in_group(const std::shared_ptr<TaskGroupState>& group, AnyTask task,
                     Future<void> completion) {
-  group->tasks.emplace(task.core(), task);
+  group->tasks.emplace(Access::core(task), task);
   completion.add_done_callback([group, task](Future<void>&) { group->on_task_done(task); });
 }
 
@@ -276,7 +275,7 @@ void check_group_accepts_tasks(const TaskGroupState& group) {
 TaskGroup::TaskGroup() : state_(std::make_shared<futures_internal::TaskGroupState>()) {
   futures_internal::TaskCore* parent = futures_internal::current_task_core();
   if (parent == nullptr) throw std::runtime_error("TaskGroup must be created inside a task");
-  state_->parent.emplace(parent);
+  state_->parent.emplace(futures_internal::Access::any_task(parent));
   state_->loop = &parent->loop();
 }
 

@@ -226,7 +226,8 @@ void TaskRegistry::remove(TaskCore* task) {
 
 std::vector<AnyTask> TaskRegistry::pending_tasks() const {
   std::vector<AnyTask> tasks;
-  for (TaskCore* t = head_; t != nullptr; t = t->registry_next_) tasks.emplace_back(t);
+  for (TaskCore* t = head_; t != nullptr; t = t->registry_next_)
+    tasks.push_back(Access::any_task(t));
   // Oldest first, as creation order is what people expect to read.
   std::reverse(tasks.begin(), tasks.end());
   return tasks;
@@ -405,7 +406,7 @@ void TaskCore::abandon() noexcept {
 std::optional<AnyTask> current_task() {
   futures_internal::TaskCore* core = futures_internal::current_task_core();
   if (core == nullptr) return std::nullopt;
-  return AnyTask(core);
+  return futures_internal::Access::any_task(core);
 }
 
 std::vector<AnyTask> all_tasks() {

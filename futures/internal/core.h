@@ -1,5 +1,8 @@
-// The machinery under //futures: future states, the task core that lives in
-// every coroutine promise, Coro<T>, Future<T>, Task<T> and AnyTask.
+// The machinery under //futures' public headers: future states, the task
+// core that lives in every coroutine promise, the awaiters, and the one door
+// (Access) through which the library's own layers reach the state behind a
+// Future, Task or AnyTask. Nothing here is for users; see futures/future.h,
+// futures/coro.h and futures/task.h for what they name.
 //
 // One coroutine promise type serves both as an inline-awaited coroutine
 // (Coro<T>) and as a task's root: create_task adopts the frame and the task's
@@ -19,53 +22,9 @@
 #include <utility>
 #include <vector>
 
-#include "absl/functional/any_invocable.h"
 #include "loop/loop.h"
 
 namespace asyncio {
-
-// ---------------------------------------------------------------------------
-// Errors
-
-// The task or future was cancelled. Derives from std::exception only, so that
-// `catch (const std::runtime_error&)` does not swallow cancellation.
-class CancelledError : public std::exception {
- public:
-  explicit CancelledError(std::string message = "")
-      : message_(std::make_shared<const std::string>(std::move(message))) {}
-  const char* what() const noexcept override {
-    return message_->empty() ? "cancelled" : message_->c_str();
-  }
-  // The message given to cancel(), possibly empty.
-  const std::string& message() const noexcept { return *message_; }
-
- private:
-  std::shared_ptr<const std::string> message_;
-};
-
-class TimeoutError : public std::runtime_error {
- public:
-  explicit TimeoutError(const std::string& what = "timed out") : std::runtime_error(what) {}
-};
-
-class InvalidStateError : public std::logic_error {
- public:
-  explicit InvalidStateError(const std::string& what) : std::logic_error(what) {}
-};
-
-// Several exceptions at once (TaskGroup): as Python's ExceptionGroup.
-class ExceptionGroup : public std::exception {
- public:
-  ExceptionGroup(std::string message, std::vector<std::exception_ptr> exceptions);
-  const char* what() const noexcept override { return what_->c_str(); }
-  const std::string& message() const noexcept { return *message_; }
-  const std::vector<std::exception_ptr>& exceptions() const noexcept { return *exceptions_; }
-
- private:
-  std::shared_ptr<const std::string> message_;
-  std::shared_ptr<const std::string> what_;
-  std::shared_ptr<const std::vector<std::exception_ptr>> exceptions_;
-};
 
 template <class T>
 class Coro;
@@ -74,8 +33,6 @@ class Future;
 template <class T>
 class Task;
 class AnyTask;
-
-using CallbackId = uint64_t;
 
 namespace futures_internal {
 
@@ -413,261 +370,38 @@ class Promise final : public TaskCore, public ReturnMixin<T> {
   }
 };
 
-}  // namespace futures_internal
-
-// ---------------------------------------------------------------------------
-// Coro<T>: the return type of every coroutine. Lazy and move-only;
-// `co_await coro` runs it inline in the awaiting task.
-template <class T = void>
-class [[nodiscard]] Coro {
- public:
-  using promise_type = futures_internal::Promise<T>;
-  using value_type = T;
-  using handle_type = std::coroutine_handle<promise_type>;
-
-  Coro() = default;
-  explicit Coro(handle_type h) noexcept : h_(h) {}
-  Coro(Coro&& other) noexcept : h_(std::exchange(other.h_, {})) {}
-  Coro& operator=(Coro&& other) noexcept {
-    if (this != &other) {
-      if (h_) h_.destroy();
-      h_ = std::exchange(other.h_, {});
-    }
-    return *this;
-  }
-  ~Coro() {
-    if (h_) h_.destroy();
-  }
-
-  struct Awaiter {
-    handle_type h;
-    bool await_ready() const {
-      if (!h || h.done()) throw std::logic_error("Coro awaited twice or empty");
-      return false;
-    }
-    std::coroutine_handle<> await_suspend(std::coroutine_handle<> parent) noexcept {
-      h.promise().link_ = parent;
-      return h;
-    }
-    T await_resume() { return h.promise().take_result(); }
-  };
-  Awaiter operator co_await() const& noexcept { return Awaiter{h_}; }
-
-  bool valid() const noexcept { return static_cast<bool>(h_); }
-  // Gives up ownership of the frame (create_task adopts it).
-  handle_type release() noexcept { return std::exchange(h_, {}); }
-
- private:
-  handle_type h_;
-};
-
-template <class T>
-Coro<T> futures_internal::Promise<T>::get_return_object() noexcept {
-  return Coro<T>(std::coroutine_handle<Promise>::from_promise(*this));
-}
-
-// ---------------------------------------------------------------------------
-// Future<T>: a copyable handle to a shared, loop-affine result.
-template <class T = void>
-class Future {
- public:
-  using value_type = T;
-
-  Future() = default;
-  Future(const Future& other) noexcept : state_(other.state_) {
-    if (state_ != nullptr) state_->add_ref();
-  }
-  Future(Future&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
-  Future& operator=(Future other) noexcept {
-    std::swap(state_, other.state_);
-    return *this;
-  }
-  ~Future() {
-    if (state_ != nullptr) state_->release();
-  }
-
-  bool valid() const noexcept { return state_ != nullptr; }
-  bool done() const { return state()->done(); }
-  bool cancelled() const { return state()->cancelled(); }
-
-  // Throws InvalidStateError if not done, CancelledError if cancelled, or the
-  // stored exception.
-  T result() const {
-    state()->rethrow_if_not_successful();
-    if constexpr (!std::is_void_v<T>) return *futures_internal::value_slot<T>(state_).value;
-  }
-  std::exception_ptr exception() const { return state()->exception(); }
-
-  template <class U = T, class = std::enable_if_t<!std::is_void_v<U>>>
-  void set_result(U value) {
-    auto* s = state();
-    s->check_pending();
-    futures_internal::value_slot<T>(s).value.emplace(std::move(value));
-    s->mark_finished();
-  }
-  template <class U = T, class = std::enable_if_t<std::is_void_v<U>>>
-  void set_result() {
-    state()->mark_finished();
-  }
-  void set_exception(std::exception_ptr exc) { state()->set_exception(std::move(exc)); }
-  bool cancel(std::string message = "") { return state()->cancel(message); }
-
-  // Schedules `cb(future)` with call_soon when the future is done.
-  CallbackId add_done_callback(absl::AnyInvocable<void(Future<T>&)> cb);
-  // Removes every callback added with this id that has not been scheduled;
-  // returns how many.
-  size_t remove_done_callback(CallbackId id);
-
-  EventLoop& get_loop() const { return state()->loop(); }
-
-  futures_internal::FutureAwaiter<T> operator co_await() const noexcept {
-    return futures_internal::FutureAwaiter<T>(state_);
-  }
-
-  friend bool operator==(const Future& a, const Future& b) { return a.state_ == b.state_; }
-
-  // For library layers: the shared state (not owned).
-  futures_internal::FutureStateBase* state_ptr() const noexcept { return state_; }
-  // Adopts one reference to `state`.
-  explicit Future(futures_internal::FutureStateBase* state) noexcept : state_(state) {}
-
- protected:
-  futures_internal::FutureStateBase* state() const {
-    if (state_ == nullptr) throw InvalidStateError("empty Future");
-    return state_;
-  }
-  futures_internal::FutureStateBase* state_ = nullptr;
-};
-
-template <class T = void>
-Future<T> create_future(EventLoop& loop) {
-  return Future<T>(new futures_internal::PlainFutureState<T>(&loop));
-}
-
-namespace futures_internal {
-
-// A done-callback added with add_done_callback: runs on the loop via the
-// ready queue, one iteration after completion, as in asyncio.
-template <class T>
-struct UserCallback final : CallbackNode, Runnable, Pooled {
-  UserCallback(absl::AnyInvocable<void(Future<T>&)> f, CallbackId i)
-      : CallbackNode(&UserCallback::on_fire),
-        Runnable(&UserCallback::on_run),
-        cb(std::move(f)),
-        id(i) {}
-  static void on_fire(CallbackNode* self, FutureStateBase* future) {
-    auto* node = static_cast<UserCallback*>(self);
-    if (future == nullptr) {
-      delete node;
-      return;
-    }
-    future->add_ref();
-    node->future = Future<T>(future);
-    future->loop().schedule(*node);
-  }
-  static void on_run(Runnable* self, bool discard) {
-    auto* node = static_cast<UserCallback*>(self);
-    if (!discard) {
-      try {
-        node->cb(node->future);
-      } catch (...) {
-        node->future.get_loop().call_exception_handler(
-            {"Exception in callback of a Future", std::current_exception(), "", ""});
-      }
-    }
-    delete node;
-  }
-  absl::AnyInvocable<void(Future<T>&)> cb;
-  CallbackId id;
-  Future<T> future;
-};
-
-CallbackId next_callback_id() noexcept;
-
-}  // namespace futures_internal
-
-template <class T>
-CallbackId Future<T>::add_done_callback(absl::AnyInvocable<void(Future<T>&)> cb) {
-  CallbackId id = futures_internal::next_callback_id();
-  state()->add_callback(new futures_internal::UserCallback<T>(std::move(cb), id));
-  return id;
-}
-
-template <class T>
-size_t Future<T>::remove_done_callback(CallbackId id) {
-  return state()->remove_callbacks_if([id](futures_internal::CallbackNode* n) {
-    return n->fire == &futures_internal::UserCallback<T>::on_fire &&
-           static_cast<futures_internal::UserCallback<T>*>(n)->id == id;
-  });
-}
-
-// ---------------------------------------------------------------------------
-// Task<T>: a Future<T> driven by a coroutine.
-template <class T = void>
-class Task : public Future<T> {
- public:
-  Task() = default;
-  // Adopts one reference to the task's root promise.
-  explicit Task(futures_internal::TaskCore* core) noexcept : Future<T>(core) {}
-
-  std::string get_name() const { return core()->name(); }
-  void set_name(std::string name) { core()->set_name(std::move(name)); }
-  // Number of pending cancellation requests (cancel() minus uncancel()).
-  int cancelling() const { return core()->cancelling(); }
-  int uncancel() { return core()->uncancel(); }
-
-  // A task's result comes from its coroutine only.
-  template <class U>
-  void set_result(U) = delete;
-  void set_result() = delete;
-  void set_exception(std::exception_ptr) = delete;
-
-  futures_internal::TaskCore* core() const {
-    return static_cast<futures_internal::TaskCore*>(this->state());
-  }
-};
-
-// A Task of any result type: cancel, inspect, await (the result is dropped).
-class AnyTask {
- public:
+// The public handles keep their shared state private; the library's own
+// layers (combinators, task groups, run, the executors' bridges) reach it
+// through here.
+struct Access {
+  // The shared state (not owned); null for an empty Future.
   template <class T>
-  AnyTask(const Task<T>& task) : core_(task.core()) {  // NOLINT: implicit by design
-    core_->add_ref();
+  static FutureStateBase* state(const Future<T>& future) noexcept {
+    return future.state_;
   }
-  explicit AnyTask(futures_internal::TaskCore* core) noexcept : core_(core) { core_->add_ref(); }
-  AnyTask(const AnyTask& other) noexcept : core_(other.core_) { core_->add_ref(); }
-  AnyTask& operator=(AnyTask other) noexcept {
-    std::swap(core_, other.core_);
-    return *this;
+  // InvalidStateError if `task` is empty.
+  template <class T>
+  static TaskCore* core(const Task<T>& task) {
+    return task.core();
   }
-  ~AnyTask() {
-    if (core_ != nullptr) core_->release();
+  static TaskCore* core(const AnyTask& task) noexcept;
+  // Adopts one reference to `state`.
+  template <class T>
+  static Future<T> adopt_future(FutureStateBase* state) noexcept {
+    return Future<T>(state);
   }
-
-  bool done() const { return core_->done(); }
-  bool cancelled() const { return core_->cancelled(); }
-  bool cancel(std::string message = "") { return core_->cancel(message); }
-  std::string get_name() const { return core_->name(); }
-  void set_name(std::string name) { core_->set_name(std::move(name)); }
-  int cancelling() const { return core_->cancelling(); }
-  int uncancel() { return core_->uncancel(); }
-  std::exception_ptr exception() const { return core_->exception(); }
-  EventLoop& get_loop() const { return core_->loop(); }
-
-  futures_internal::FutureAwaiter<void> operator co_await() const noexcept {
-    return futures_internal::FutureAwaiter<void>(core_);
+  // Adopts one reference to `core`.
+  template <class T>
+  static Task<T> adopt_task(TaskCore* core) noexcept {
+    return Task<T>(core);
   }
-  friend bool operator==(const AnyTask& a, const AnyTask& b) { return a.core_ == b.core_; }
-  futures_internal::TaskCore* core() const noexcept { return core_; }
-
- private:
-  futures_internal::TaskCore* core_;
+  // Takes a new reference to `core`.
+  static AnyTask any_task(TaskCore* core) noexcept;
+  // A new reference to `task`, as a Future<void> (its result type erased).
+  static Future<void> as_future(const AnyTask& task) noexcept;
 };
 
-// ---------------------------------------------------------------------------
-// Traits
-
-namespace futures_internal {
+// Traits behind iscoroutine, isfuture and await_result_t.
 template <class T>
 struct IsCoro : std::false_type {};
 template <class T>
@@ -693,15 +427,12 @@ template <class T>
 struct AwaitResult<Task<T>> {
   using type = T;
 };
+
+Coro<void> sleep_seconds(double seconds);
+
+// asyncio.run's cleanup: cancels what is left, closes async generators,
+// shuts the default executor down, closes the loop. Never throws.
+void finish_run(EventLoop& loop) noexcept;
+
 }  // namespace futures_internal
-
-template <class T>
-constexpr bool iscoroutine = futures_internal::IsCoro<std::remove_cvref_t<T>>::value;
-template <class T>
-constexpr bool isfuture = futures_internal::IsFuture<std::remove_cvref_t<T>>::value;
-
-// The result type of awaiting a Coro<T>, Future<T> or Task<T>.
-template <class A>
-using await_result_t = typename futures_internal::AwaitResult<std::remove_cvref_t<A>>::type;
-
 }  // namespace asyncio

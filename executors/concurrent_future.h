@@ -1,5 +1,4 @@
 // concurrent::Future<T>: the thread-safe future of concurrent.futures.
-// Included by executors/executors.h.
 //
 // A copyable handle to a shared state guarded by a mutex and a condition
 // variable. Any thread may wait on it (result(), exception()) and any thread
@@ -22,12 +21,123 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
-#include "futures/futures.h"
+#include "futures/future.h"
 
 namespace asyncio::concurrent {
 
+namespace executors_internal {
+template <class T>
+class FutureCore;
+}  // namespace executors_internal
+
+// A thread-safe future, as concurrent.futures.Future. Default-constructed
+// futures are new and pending; copies share the state.
 template <class T = void>
-class Future;
+class Future {
+  using Core = executors_internal::FutureCore<T>;
+
+ public:
+  using value_type = T;
+
+  Future() : core_(std::make_shared<Core>()) {}
+
+  // Blocks until done (or `timeout`: TimeoutError) and returns the result;
+  // throws the stored exception, or CancelledError if cancelled.
+  T result(std::optional<std::chrono::nanoseconds> timeout = std::nullopt) const {
+    return core_->wait_result(timeout);
+  }
+  template <class Rep, class Period>
+  T result(std::chrono::duration<Rep, Period> timeout) const {
+    return result(std::optional<std::chrono::nanoseconds>(to_nanos(timeout)));
+  }
+  // Blocks as result() does; returns the exception (null on success), throws
+  // CancelledError if cancelled.
+  std::exception_ptr exception(
+      std::optional<std::chrono::nanoseconds> timeout = std::nullopt) const {
+    return core_->wait_exception(timeout);
+  }
+  template <class Rep, class Period>
+  std::exception_ptr exception(std::chrono::duration<Rep, Period> timeout) const {
+    return exception(std::optional<std::chrono::nanoseconds>(to_nanos(timeout)));
+  }
+
+  bool done() const { return core_->done(); }
+  bool cancelled() const { return core_->cancelled(); }
+  bool running() const { return core_->running(); }
+  // Cancels unless running or finished (returns false then); runs the
+  // callbacks in this thread.
+  bool cancel() { return core_->cancel(core_); }
+
+  // `cb(future)` runs in the thread that completes the future, or at once in
+  // this thread if it is done already. `future` is the callback's own handle:
+  // it may move it away (to post it to another thread, say). Exceptions it
+  // throws are reported on stderr and ignored.
+  void add_done_callback(absl::AnyInvocable<void(Future<T>&)> cb) {
+    core_->add_done_callback(core_, std::move(cb));
+  }
+
+  // --- for executors (as in Python, public) ---------------------------------
+  // PENDING -> RUNNING and true; CANCELLED -> false (the work must not run);
+  // std::runtime_error in any other state.
+  bool set_running_or_notify_cancel() { return core_->set_running_or_notify_cancel(); }
+  // InvalidStateError if done.
+  template <class U = T, class = std::enable_if_t<!std::is_void_v<U>>>
+  void set_result(U value) {
+    if (!core_->try_finish(core_, nullptr, std::move(value))) throw_done();
+  }
+  template <class U = T, class = std::enable_if_t<std::is_void_v<U>>>
+  void set_result() {
+    if (!core_->try_finish(core_, nullptr)) throw_done();
+  }
+  void set_exception(std::exception_ptr exc) {
+    if (!exc) throw std::invalid_argument("set_exception: null exception");
+    if (!core_->try_finish(core_, std::move(exc))) throw_done();
+  }
+  // As set_result / set_exception, but a future that is done already (a
+  // racing cancel()) is left alone: returns false.
+  template <class... V>
+  bool try_set_result(V&&... value) {
+    return core_->try_finish(core_, nullptr, std::forward<V>(value)...);
+  }
+  bool try_set_exception(std::exception_ptr exc) {
+    return core_->try_finish(core_, std::move(exc));
+  }
+  // As try_set_result / try_set_exception, for a thread that completes the
+  // future and is done with it: this handle's reference goes to the
+  // done-callbacks and the handle is left empty. Once a callback has handed
+  // the future to another thread, the completing thread holds no reference
+  // to the outcome, so the last one (and the free of an exception) is never
+  // dropped here behind the reader's back.
+  template <class... V>
+  bool try_set_result_and_release(V&&... value) && {
+    Core& core = *core_;
+    return core.try_finish(std::move(core_), nullptr, std::forward<V>(value)...);
+  }
+  bool try_set_exception_and_release(std::exception_ptr exc) && {
+    Core& core = *core_;
+    return core.try_finish(std::move(core_), std::move(exc));
+  }
+
+  friend bool operator==(const Future& a, const Future& b) { return a.core_ == b.core_; }
+
+ private:
+  friend Core;  // hands each done-callback a handle of its own
+  explicit Future(std::shared_ptr<Core> core) noexcept : core_(std::move(core)) {}
+
+  template <class Rep, class Period>
+  static std::chrono::nanoseconds to_nanos(std::chrono::duration<Rep, Period> d) {
+    if (d <= d.zero()) return std::chrono::nanoseconds(0);
+    // Saturate huge timeouts (hours(1'000'000'000) does not fit).
+    using Big = std::chrono::duration<double, std::nano>;
+    if (Big(d).count() >= 9e18) return std::chrono::nanoseconds(std::chrono::hours(24 * 365 * 100));
+    return std::chrono::ceil<std::chrono::nanoseconds>(d);
+  }
+  [[noreturn]] static void throw_done() { throw InvalidStateError("concurrent Future is done"); }
+
+  std::shared_ptr<Core> core_;
+};
+// ---------------------------------------------------------------------------
+// Implementation details
 
 namespace executors_internal {
 
@@ -182,112 +292,6 @@ class FutureCore final : public FutureCoreBase, public ValueHolder<T> {
 };
 
 }  // namespace executors_internal
-
-// A thread-safe future, as concurrent.futures.Future. Default-constructed
-// futures are new and pending; copies share the state.
-template <class T>
-class Future {
- public:
-  using value_type = T;
-  using Core = executors_internal::FutureCore<T>;
-
-  Future() : core_(std::make_shared<Core>()) {}
-
-  // Blocks until done (or `timeout`: TimeoutError) and returns the result;
-  // throws the stored exception, or CancelledError if cancelled.
-  T result(std::optional<std::chrono::nanoseconds> timeout = std::nullopt) const {
-    return core_->wait_result(timeout);
-  }
-  template <class Rep, class Period>
-  T result(std::chrono::duration<Rep, Period> timeout) const {
-    return result(std::optional<std::chrono::nanoseconds>(to_nanos(timeout)));
-  }
-  // Blocks as result() does; returns the exception (null on success), throws
-  // CancelledError if cancelled.
-  std::exception_ptr exception(
-      std::optional<std::chrono::nanoseconds> timeout = std::nullopt) const {
-    return core_->wait_exception(timeout);
-  }
-  template <class Rep, class Period>
-  std::exception_ptr exception(std::chrono::duration<Rep, Period> timeout) const {
-    return exception(std::optional<std::chrono::nanoseconds>(to_nanos(timeout)));
-  }
-
-  bool done() const { return core_->done(); }
-  bool cancelled() const { return core_->cancelled(); }
-  bool running() const { return core_->running(); }
-  // Cancels unless running or finished (returns false then); runs the
-  // callbacks in this thread.
-  bool cancel() { return core_->cancel(core_); }
-
-  // `cb(future)` runs in the thread that completes the future, or at once in
-  // this thread if it is done already. `future` is the callback's own handle:
-  // it may move it away (to post it to another thread, say). Exceptions it
-  // throws are reported on stderr and ignored.
-  void add_done_callback(absl::AnyInvocable<void(Future<T>&)> cb) {
-    core_->add_done_callback(core_, std::move(cb));
-  }
-
-  // --- for executors (as in Python, public) ---------------------------------
-  // PENDING -> RUNNING and true; CANCELLED -> false (the work must not run);
-  // std::runtime_error in any other state.
-  bool set_running_or_notify_cancel() { return core_->set_running_or_notify_cancel(); }
-  // InvalidStateError if done.
-  template <class U = T, class = std::enable_if_t<!std::is_void_v<U>>>
-  void set_result(U value) {
-    if (!core_->try_finish(core_, nullptr, std::move(value))) throw_done();
-  }
-  template <class U = T, class = std::enable_if_t<std::is_void_v<U>>>
-  void set_result() {
-    if (!core_->try_finish(core_, nullptr)) throw_done();
-  }
-  void set_exception(std::exception_ptr exc) {
-    if (!exc) throw std::invalid_argument("set_exception: null exception");
-    if (!core_->try_finish(core_, std::move(exc))) throw_done();
-  }
-  // As set_result / set_exception, but a future that is done already (a
-  // racing cancel()) is left alone: returns false.
-  template <class... V>
-  bool try_set_result(V&&... value) {
-    return core_->try_finish(core_, nullptr, std::forward<V>(value)...);
-  }
-  bool try_set_exception(std::exception_ptr exc) {
-    return core_->try_finish(core_, std::move(exc));
-  }
-  // As try_set_result / try_set_exception, for a thread that completes the
-  // future and is done with it: this handle's reference goes to the
-  // done-callbacks and the handle is left empty. Once a callback has handed
-  // the future to another thread, the completing thread holds no reference
-  // to the outcome, so the last one (and the free of an exception) is never
-  // dropped here behind the reader's back.
-  template <class... V>
-  bool try_set_result_and_release(V&&... value) && {
-    Core& core = *core_;
-    return core.try_finish(std::move(core_), nullptr, std::forward<V>(value)...);
-  }
-  bool try_set_exception_and_release(std::exception_ptr exc) && {
-    Core& core = *core_;
-    return core.try_finish(std::move(core_), std::move(exc));
-  }
-
-  friend bool operator==(const Future& a, const Future& b) { return a.core_ == b.core_; }
-
-  explicit Future(std::shared_ptr<Core> core) noexcept : core_(std::move(core)) {}
-  const std::shared_ptr<Core>& core() const noexcept { return core_; }
-
- private:
-  template <class Rep, class Period>
-  static std::chrono::nanoseconds to_nanos(std::chrono::duration<Rep, Period> d) {
-    if (d <= d.zero()) return std::chrono::nanoseconds(0);
-    // Saturate huge timeouts (hours(1'000'000'000) does not fit).
-    using Big = std::chrono::duration<double, std::nano>;
-    if (Big(d).count() >= 9e18) return std::chrono::nanoseconds(std::chrono::hours(24 * 365 * 100));
-    return std::chrono::ceil<std::chrono::nanoseconds>(d);
-  }
-  [[noreturn]] static void throw_done() { throw InvalidStateError("concurrent Future is done"); }
-
-  std::shared_ptr<Core> core_;
-};
 
 template <class T>
 void executors_internal::FutureCore<T>::invoke(std::shared_ptr<FutureCore> self,

@@ -1,6 +1,6 @@
-// ThreadSanitizer suppressions for programs that use //executors (linked only
-// under --config=tsan; see BUILD). Two kinds of false positives, both from
-// libraries that are not built with -fsanitize=thread:
+// ThreadSanitizer suppressions for programs that use //executors, which links
+// them only under --config=tsan (see executors/BUILD). Two kinds of false
+// positives, both from libraries that are not built with -fsanitize=thread:
 //
 // 1. libstdc++: TSan does not see the atomic reference count of exception
 //    objects (std::exception_ptr, __cxa_end_catch). The bridges and the pools

@@ -1,5 +1,4 @@
 // AsyncGenerator<T>: a coroutine that co_yields values and may co_await.
-// Included by futures/futures.h.
 //
 //   asyncio::AsyncGenerator<int> ticks(int n) {
 //     for (int i = 0; i < n; ++i) { co_await asyncio::sleep(10ms); co_yield i; }
@@ -14,7 +13,9 @@
 #include <stdexcept>
 #include <utility>
 
+#include "futures/coro.h"
 #include "futures/internal/core.h"
+#include "loop/loop.h"
 
 namespace asyncio {
 

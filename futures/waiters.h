@@ -1,7 +1,6 @@
 // Building blocks for primitives made of futures (//sync, //queues, and
 // yours): WaiterQueue, the FIFO of waiter futures (collections.deque in
 // asyncio), and LoopBinding (asyncio's _LoopBoundMixin).
-// Included by futures/futures.h.
 //
 // A ring buffer: an idle primitive costs four words and no allocation (a
 // std::deque allocates at construction), popping and removing at either end
@@ -14,7 +13,7 @@
 #include <string>
 #include <utility>
 
-#include "futures/internal/core.h"
+#include "futures/future.h"
 #include "loop/loop.h"
 
 namespace asyncio {

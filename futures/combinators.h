@@ -1,5 +1,4 @@
 // gather, wait, wait_for, shield and as_completed (asyncio 3.12 semantics).
-// Included by futures/futures.h.
 #pragma once
 
 #include <chrono>
@@ -13,7 +12,11 @@
 #include <variant>
 #include <vector>
 
+#include "futures/coro.h"
+#include "futures/future.h"
 #include "futures/internal/core.h"
+#include "futures/task.h"
+#include "loop/loop.h"
 
 namespace asyncio {
 
@@ -94,7 +97,7 @@ auto result_or_monostate(const F& future) {
 template <class F>
 auto outcome_of(const F& future) {
   using R = typename F::value_type;
-  FutureStateBase* state = future.state_ptr();
+  FutureStateBase* state = Access::state(future);
   if (state->cancelled()) return Outcome<R>(state->stored_exception());
   if (std::exception_ptr exc = future.exception()) return Outcome<R>(exc);
   if constexpr (std::is_void_v<R>) {
@@ -117,7 +120,7 @@ template <class F>
 std::vector<FutureStateBase*> states_of(const std::vector<F>& futures) {
   std::vector<FutureStateBase*> states;
   states.reserve(futures.size());
-  for (const F& f : futures) states.push_back(f.state_ptr());
+  for (const F& f : futures) states.push_back(Access::state(f));
   return states;
 }
 
@@ -125,7 +128,7 @@ template <class... F>
 Coro<std::tuple<GatherValue<typename F::value_type>...>> gather_tuple(std::tuple<F...> futures) {
   if constexpr (sizeof...(F) > 0) {
     std::vector<FutureStateBase*> states = std::apply(
-        [](auto&... f) { return std::vector<FutureStateBase*>{f.state_ptr()...}; }, futures);
+        [](auto&... f) { return std::vector<FutureStateBase*>{Access::state(f)...}; }, futures);
     co_await gather_children(get_running_loop(), std::move(states), false);
   }
   co_return std::apply(
@@ -140,7 +143,7 @@ Coro<std::tuple<Outcome<typename F::value_type>...>> gather_tuple_outcomes(
     std::tuple<F...> futures) {
   if constexpr (sizeof...(F) > 0) {
     std::vector<FutureStateBase*> states = std::apply(
-        [](auto&... f) { return std::vector<FutureStateBase*>{f.state_ptr()...}; }, futures);
+        [](auto&... f) { return std::vector<FutureStateBase*>{Access::state(f)...}; }, futures);
     co_await gather_children(get_running_loop(), std::move(states), true);
   }
   co_return std::apply(
@@ -447,7 +450,8 @@ AsCompleted<await_result_t<A>> as_completed(std::vector<A> aws, OptionalTimeout 
     if (!aws.empty()) {
       EventLoop* running = running_loop_or_null();
       const EventLoop& loop = running != nullptr ? *running : aws[0].get_loop();
-      for (const A& a : aws) futures_internal::check_same_loop(*a.state_ptr(), loop);
+      for (const A& a : aws)
+        futures_internal::check_same_loop(*futures_internal::Access::state(a), loop);
     }
   }
   for (A& a : aws) {

@@ -1,21 +1,21 @@
 // TaskGroup: structured concurrency, as asyncio.TaskGroup.
-// Included by futures/futures.h.
 #pragma once
 
 #include <exception>
 #include <memory>
 #include <string>
+#include <utility>
 
+#include "futures/coro.h"
+#include "futures/future.h"
 #include "futures/internal/core.h"
+#include "futures/task.h"
+#include "loop/loop.h"
 
 namespace asyncio {
 
 namespace futures_internal {
 struct TaskGroupState;
-void track_in_group(const std::shared_ptr<TaskGroupState>& group, AnyTask task,
-                    Future<void> completion);
-EventLoop& group_loop(const TaskGroupState& group);
-void check_group_accepts_tasks(const TaskGroupState& group);
 }  // namespace futures_internal
 
 // Create tasks in the group, then `co_await group.join()`: it waits for all
@@ -39,15 +39,9 @@ class TaskGroup {
   TaskGroup(const TaskGroup&) = delete;
   TaskGroup& operator=(const TaskGroup&) = delete;
 
+  // As asyncio::create_task, on the group's loop; the group tracks the task.
   template <class T>
-  Task<T> create_task(Coro<T> coro, std::string name = "") {
-    futures_internal::check_group_accepts_tasks(*state_);
-    Task<T> task = asyncio::create_task(futures_internal::group_loop(*state_), std::move(coro),
-                                        std::move(name));
-    task.core()->add_ref();
-    futures_internal::track_in_group(state_, AnyTask(task), Future<void>(task.core()));
-    return task;
-  }
+  Task<T> create_task(Coro<T> coro, std::string name = "");
 
   // __aexit__: waits for every task; `body_exception` is what escaped the
   // body, if anything.
@@ -56,5 +50,25 @@ class TaskGroup {
  private:
   std::shared_ptr<futures_internal::TaskGroupState> state_;
 };
+
+// ---------------------------------------------------------------------------
+// Implementation details
+
+namespace futures_internal {
+void track_in_group(const std::shared_ptr<TaskGroupState>& group, AnyTask task,
+                    Future<void> completion);
+EventLoop& group_loop(const TaskGroupState& group);
+void check_group_accepts_tasks(const TaskGroupState& group);
+}  // namespace futures_internal
+
+template <class T>
+Task<T> TaskGroup::create_task(Coro<T> coro, std::string name) {
+  futures_internal::check_group_accepts_tasks(*state_);
+  Task<T> task =
+      asyncio::create_task(futures_internal::group_loop(*state_), std::move(coro), std::move(name));
+  AnyTask tracked(task);
+  futures_internal::track_in_group(state_, tracked, futures_internal::Access::as_future(tracked));
+  return task;
+}
 
 }  // namespace asyncio
