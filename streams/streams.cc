@@ -339,7 +339,7 @@ StreamWriter::StreamWriter(std::shared_ptr<Transport> transport,
   if (transport) protocol_->set_transport(std::move(transport));
 }
 
-Coro<void> StreamWriter::start_tls(tls::Context context, TlsOptions options) {
+Coro<void> StreamWriter::start_tls(std::shared_ptr<TlsLayer> context, TlsOptions options) {
   std::shared_ptr<streams_internal::StreamReaderProtocol> protocol = protocol_;
   std::optional<StreamReader> reader = reader_;
   co_await drain();
@@ -383,9 +383,8 @@ namespace {
 using streams_internal::StreamReaderProtocol;
 
 Coro<std::pair<StreamReader, StreamWriter>> wrap(
-    EventLoop& loop, StreamReader reader, std::shared_ptr<StreamReaderProtocol> protocol,
+    StreamReader reader, std::shared_ptr<StreamReaderProtocol> protocol,
     Coro<std::pair<std::shared_ptr<Transport>, std::shared_ptr<StreamReaderProtocol>>> connect) {
-  (void)loop;
   auto [transport, p] = co_await std::move(connect);
   StreamWriter writer(transport, protocol, reader);
   co_return std::make_pair(reader, writer);
@@ -397,13 +396,6 @@ ProtocolFactory stream_factory(EventLoop& loop, ClientConnected cb, size_t limit
   };
 }
 
-void set_tls_options(ConnectOptions& connect, const StreamOptions& options) {
-  connect.ssl = options.ssl;
-  connect.server_hostname = options.server_hostname;
-  connect.ssl_handshake_timeout = options.ssl_handshake_timeout;
-  connect.ssl_shutdown_timeout = options.ssl_shutdown_timeout;
-}
-
 ServerOptions server_options(const StreamOptions& options) {
   ServerOptions s;
   s.family = options.family;
@@ -412,9 +404,8 @@ ServerOptions server_options(const StreamOptions& options) {
   s.reuse_port = options.reuse_port;
   s.start_serving = options.start_serving;
   s.sock = options.sock;
-  s.ssl = options.ssl;
-  s.ssl_handshake_timeout = options.ssl_handshake_timeout;
-  s.ssl_shutdown_timeout = options.ssl_shutdown_timeout;
+  static_cast<TlsFields&>(s) = options;
+  s.server_hostname.clear();  // for open_connection
   return s;
 }
 
@@ -429,13 +420,13 @@ Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, ui
   connect.family = options.family;
   connect.local_addr = options.local_addr;
   connect.sock = options.sock;
-  set_tls_options(connect, options);
+  static_cast<TlsFields&>(connect) = options;
   // The factory and the connecting Coro are built in statements of their own:
   // GCC 12 destroys a capturing lambda (or any aggregate temporary) written
   // inside a co_await expression twice (GCC PR 99576).
   auto factory = [protocol] { return protocol; };
   auto connecting = create_connection(loop, factory, std::move(host), port, std::move(connect));
-  co_return co_await wrap(loop, reader, protocol, std::move(connecting));
+  co_return co_await wrap(reader, protocol, std::move(connecting));
 }
 
 Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path,
@@ -445,9 +436,9 @@ Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string pat
   auto protocol = std::make_shared<StreamReaderProtocol>(reader, loop);
   auto factory = [protocol] { return protocol; };  // not inside co_await: see above
   ConnectOptions connect;
-  set_tls_options(connect, options);
+  static_cast<TlsFields&>(connect) = options;
   auto connecting = create_unix_connection(loop, factory, std::move(path), std::move(connect));
-  co_return co_await wrap(loop, reader, protocol, std::move(connecting));
+  co_return co_await wrap(reader, protocol, std::move(connecting));
 }
 
 Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port,

@@ -124,8 +124,10 @@ class StreamWriter {
   // afterwards as if they had come through TLS (CVE-2011-0411; asyncio keeps
   // them). Also throws what asyncio::start_tls does. (Two overloads, not a
   // default argument: see create_connection.)
-  Coro<void> start_tls(tls::Context context, TlsOptions options);
-  Coro<void> start_tls(tls::Context context) { return start_tls(std::move(context), TlsOptions()); }
+  Coro<void> start_tls(std::shared_ptr<TlsLayer> context, TlsOptions options);
+  Coro<void> start_tls(std::shared_ptr<TlsLayer> context) {
+    return start_tls(std::move(context), TlsOptions());
+  }
 
  private:
   std::shared_ptr<streams_internal::StreamReaderProtocol> protocol_;
@@ -134,7 +136,7 @@ class StreamWriter {
 
 // The options of the stream functions: the limit, and those of the
 // connection or the server underneath.
-struct StreamOptions {
+struct StreamOptions : TlsFields {
   size_t limit = kDefaultStreamLimit;
   int family = 0;
   std::optional<SocketAddress> local_addr;  // open_connection
@@ -143,11 +145,9 @@ struct StreamOptions {
   bool reuse_address = true;
   bool reuse_port = false;
   bool start_serving = true;
-  // TLS (needs //tls), as in ConnectOptions and ServerOptions.
-  std::optional<tls::Context> ssl;
-  std::string server_hostname;  // open_connection
-  std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
-  std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
+  // TLS: ssl, server_hostname (open_connection only: start_server ignores
+  // it), ssl_handshake_timeout and ssl_shutdown_timeout, as in ConnectOptions
+  // and ServerOptions.
 };
 
 using ClientConnected = std::function<Coro<void>(StreamReader, StreamWriter)>;

@@ -14,8 +14,7 @@
 #include "tls/internal/openssl_context.h"
 #include "tls/tls.h"
 
-namespace asyncio::tls {
-namespace internal {
+namespace asyncio::tls_internal {
 namespace {
 
 // Chooses the first of the server's protocols that the client offers.
@@ -71,7 +70,7 @@ void OpenSslContext::apply_verify_mode() {
   SSL_CTX_set_verify(ctx_, mode, nullptr);
 }
 
-SSLError ssl_error_from_queue(const std::string& what) {
+tls::SSLError ssl_error_from_queue(const std::string& what) {
   unsigned long last = 0;
   while (unsigned long e = ERR_get_error()) last = e;
   std::string message = what;
@@ -89,7 +88,7 @@ SSLError ssl_error_from_queue(const std::string& what) {
       message += buf;
     }
   }
-  return SSLError(message);
+  return tls::SSLError(message);
 }
 
 std::exception_ptr handshake_error(SSL* ssl, int ssl_error, const std::string& server_hostname) {
@@ -102,56 +101,49 @@ std::exception_ptr handshake_error(SSL* ssl, int ssl_error, const std::string& s
       reason += ", certificate is not valid for '" + server_hostname + "'";
     }
     return std::make_exception_ptr(
-        CertificateError("certificate verify failed: " + reason, verify_result));
+        tls::CertificateError("certificate verify failed: " + reason, verify_result));
   }
   if (ERR_peek_error() == 0) {
     const char* what = ssl_error == SSL_ERROR_ZERO_RETURN || ssl_error == SSL_ERROR_SYSCALL
                            ? "TLS handshake failed: EOF in violation of protocol"
                            : "TLS handshake failed";
-    return std::make_exception_ptr(SSLError(what));
+    return std::make_exception_ptr(tls::SSLError(what));
   }
   return std::make_exception_ptr(ssl_error_from_queue("TLS handshake failed"));
 }
 
-}  // namespace internal
+}  // namespace asyncio::tls_internal
 
-namespace {
-
-internal::OpenSslContext& impl(const Context& context) {
-  return static_cast<internal::OpenSslContext&>(context.state());
-}
-
-}  // namespace
+namespace asyncio::tls {
 
 Context Context::client() {
-  auto state = std::make_shared<internal::OpenSslContext>(false);
-  Context context(std::move(state));
+  Context context(std::make_shared<tls_internal::OpenSslContext>(false));
   context.load_default_certs();
   return context;
 }
 
 Context Context::server(std::string cert_chain_file, std::string key_file) {
-  Context context(std::make_shared<internal::OpenSslContext>(true));
+  Context context(std::make_shared<tls_internal::OpenSslContext>(true));
   context.load_cert_chain(std::move(cert_chain_file), std::move(key_file));
   return context;
 }
 
 void Context::load_verify_locations(std::string cafile) {
   ERR_clear_error();
-  if (SSL_CTX_load_verify_locations(impl(*this).ctx(), cafile.c_str(), nullptr) != 1) {
-    throw internal::ssl_error_from_queue("load_verify_locations(" + cafile + ")");
+  if (SSL_CTX_load_verify_locations(state_->ctx(), cafile.c_str(), nullptr) != 1) {
+    throw tls_internal::ssl_error_from_queue("load_verify_locations(" + cafile + ")");
   }
 }
 
 void Context::load_verify_data(std::string pem) {
   ERR_clear_error();
-  internal::BioPtr bio = internal::memory_bio(pem);
-  X509_STORE* store = SSL_CTX_get_cert_store(impl(*this).ctx());
+  tls_internal::BioPtr bio = tls_internal::memory_bio(pem);
+  X509_STORE* store = SSL_CTX_get_cert_store(state_->ctx());
   int added = 0;
   while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
     int ok = X509_STORE_add_cert(store, cert);
     X509_free(cert);
-    if (ok != 1) throw internal::ssl_error_from_queue("load_verify_data");
+    if (ok != 1) throw tls_internal::ssl_error_from_queue("load_verify_data");
     ++added;
   }
   ERR_clear_error();  // the end of the PEM text
@@ -160,61 +152,62 @@ void Context::load_verify_data(std::string pem) {
 
 void Context::load_default_certs() {
   ERR_clear_error();
-  if (SSL_CTX_set_default_verify_paths(impl(*this).ctx()) != 1) {
-    throw internal::ssl_error_from_queue("load_default_certs");
+  if (SSL_CTX_set_default_verify_paths(state_->ctx()) != 1) {
+    throw tls_internal::ssl_error_from_queue("load_default_certs");
   }
 }
 
 void Context::load_cert_chain(std::string cert, std::string key) {
-  SSL_CTX* ctx = impl(*this).ctx();
+  SSL_CTX* ctx = state_->ctx();
   ERR_clear_error();
   if (SSL_CTX_use_certificate_chain_file(ctx, cert.c_str()) != 1) {
-    throw internal::ssl_error_from_queue("load_cert_chain(" + cert + ")");
+    throw tls_internal::ssl_error_from_queue("load_cert_chain(" + cert + ")");
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, key.c_str(), SSL_FILETYPE_PEM) != 1) {
-    throw internal::ssl_error_from_queue("load_cert_chain: key " + key);
+    throw tls_internal::ssl_error_from_queue("load_cert_chain: key " + key);
   }
   if (SSL_CTX_check_private_key(ctx) != 1) {
-    throw internal::ssl_error_from_queue("load_cert_chain: the key does not match " + cert);
+    throw tls_internal::ssl_error_from_queue("load_cert_chain: the key does not match " + cert);
   }
 }
 
 void Context::load_cert_chain_data(std::string cert_pem, std::string key_pem) {
-  SSL_CTX* ctx = impl(*this).ctx();
+  SSL_CTX* ctx = state_->ctx();
   ERR_clear_error();
-  internal::BioPtr certs = internal::memory_bio(cert_pem);
+  tls_internal::BioPtr certs = tls_internal::memory_bio(cert_pem);
   X509* leaf = PEM_read_bio_X509_AUX(certs.get(), nullptr, nullptr, nullptr);
-  if (leaf == nullptr) throw internal::ssl_error_from_queue("load_cert_chain_data: certificate");
+  if (leaf == nullptr)
+    throw tls_internal::ssl_error_from_queue("load_cert_chain_data: certificate");
   int ok = SSL_CTX_use_certificate(ctx, leaf);
   X509_free(leaf);
-  if (ok != 1) throw internal::ssl_error_from_queue("load_cert_chain_data: certificate");
+  if (ok != 1) throw tls_internal::ssl_error_from_queue("load_cert_chain_data: certificate");
   SSL_CTX_clear_chain_certs(ctx);
   while (X509* ca = PEM_read_bio_X509(certs.get(), nullptr, nullptr, nullptr)) {
     if (SSL_CTX_add0_chain_cert(ctx, ca) != 1) {
       X509_free(ca);
-      throw internal::ssl_error_from_queue("load_cert_chain_data: chain");
+      throw tls_internal::ssl_error_from_queue("load_cert_chain_data: chain");
     }
   }
   ERR_clear_error();
-  internal::BioPtr key_bio = internal::memory_bio(key_pem);
+  tls_internal::BioPtr key_bio = tls_internal::memory_bio(key_pem);
   EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr);
-  if (key == nullptr) throw internal::ssl_error_from_queue("load_cert_chain_data: key");
+  if (key == nullptr) throw tls_internal::ssl_error_from_queue("load_cert_chain_data: key");
   ok = SSL_CTX_use_PrivateKey(ctx, key);
   EVP_PKEY_free(key);
   if (ok != 1 || SSL_CTX_check_private_key(ctx) != 1) {
-    throw internal::ssl_error_from_queue("load_cert_chain_data: key");
+    throw tls_internal::ssl_error_from_queue("load_cert_chain_data: key");
   }
 }
 
 void Context::set_verify(bool verify) {
-  internal::OpenSslContext& s = impl(*this);
+  tls_internal::OpenSslContext& s = *state_;
   s.verify_peer = verify;
   if (!verify) s.check_peer_hostname = false;  // as Python: no host check without verification
   s.apply_verify_mode();
 }
 
 void Context::set_check_hostname(bool check) {
-  internal::OpenSslContext& s = impl(*this);
+  tls_internal::OpenSslContext& s = *state_;
   s.check_peer_hostname = check;
   if (check && !s.verify_peer) {
     s.verify_peer = true;  // as Python: checking the host name means verifying
@@ -223,7 +216,7 @@ void Context::set_check_hostname(bool check) {
 }
 
 void Context::set_alpn_protocols(std::vector<std::string> protocols) {
-  internal::OpenSslContext& s = impl(*this);
+  tls_internal::OpenSslContext& s = *state_;
   std::string wire;
   for (const std::string& p : protocols) {
     if (p.empty() || p.size() > 255) {
@@ -237,21 +230,27 @@ void Context::set_alpn_protocols(std::vector<std::string> protocols) {
     // Note: SSL_CTX_set_alpn_protos returns 0 on success.
     if (SSL_CTX_set_alpn_protos(s.ctx(), reinterpret_cast<const unsigned char*>(wire.data()),
                                 static_cast<unsigned int>(wire.size())) != 0) {
-      throw internal::ssl_error_from_queue("set_alpn_protocols");
+      throw tls_internal::ssl_error_from_queue("set_alpn_protocols");
     }
   }
 }
 
 void Context::set_minimum_version(TlsVersion version) {
-  SSL_CTX_set_min_proto_version(impl(*this).ctx(),
+  SSL_CTX_set_min_proto_version(state_->ctx(),
                                 version == TlsVersion::kTls1_3 ? TLS1_3_VERSION : TLS1_2_VERSION);
 }
 
 void Context::set_ciphers(std::string ciphers) {
   ERR_clear_error();
-  if (SSL_CTX_set_cipher_list(impl(*this).ctx(), ciphers.c_str()) != 1) {
-    throw internal::ssl_error_from_queue("set_ciphers(" + ciphers + ")");
+  if (SSL_CTX_set_cipher_list(state_->ctx(), ciphers.c_str()) != 1) {
+    throw tls_internal::ssl_error_from_queue("set_ciphers(" + ciphers + ")");
   }
 }
+
+bool Context::is_server() const { return state_->server_side; }
+bool Context::verify() const { return state_->verify_peer; }
+bool Context::check_hostname() const { return state_->check_peer_hostname; }
+
+Context::operator std::shared_ptr<TlsLayer>() const { return state_; }
 
 }  // namespace asyncio::tls

@@ -16,7 +16,7 @@
 #include "loop/posix.h"
 #include "tls/tls.h"
 
-namespace asyncio::tls::internal {
+namespace asyncio::tls_internal {
 namespace {
 
 // Plaintext handed to the application per data_received (TLS records carry
@@ -92,8 +92,8 @@ std::string time_text(const ASN1_TIME* time) {
   return text;
 }
 
-PeerCertificate describe(X509* cert) {
-  PeerCertificate info;
+tls::PeerCertificate describe(X509* cert) {
+  tls::PeerCertificate info;
   info.subject = name_text(X509_get_subject_name(cert));
   info.issuer = name_text(X509_get_issuer_name(cert));
   info.not_before = time_text(X509_get0_notBefore(cert));
@@ -138,11 +138,9 @@ PeerCertificate describe(X509* cert) {
 
 }  // namespace
 
-ContextState::Session OpenSslContext::new_session(EventLoop& loop,
-                                                  std::shared_ptr<BaseProtocol> app,
-                                                  const TlsOptions& options,
-                                                  bool call_connection_made,
-                                                  std::optional<Future<void>> waiter) {
+TlsLayer::Session OpenSslContext::new_session(EventLoop& loop, std::shared_ptr<BaseProtocol> app,
+                                              const TlsOptions& options, bool call_connection_made,
+                                              std::optional<Future<void>> waiter) {
   if (options.server_side != server_side) {
     throw std::invalid_argument(server_side
                                     ? "a client needs a client context (tls::Context::client)"
@@ -624,8 +622,8 @@ std::any TlsConnection::get_extra_info(std::string_view name) const {
   if (name == "cipher") {
     const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_);
     if (cipher == nullptr) return {};
-    return CipherInfo{SSL_CIPHER_get_name(cipher), SSL_get_version(ssl_),
-                      SSL_CIPHER_get_bits(cipher, nullptr)};
+    return tls::CipherInfo{SSL_CIPHER_get_name(cipher), SSL_get_version(ssl_),
+                           SSL_CIPHER_get_bits(cipher, nullptr)};
   }
   if (name == "alpn_protocol") {
     const unsigned char* protocol = nullptr;
@@ -658,4 +656,4 @@ size_t TlsConnection::get_write_buffer_size() const {
   return pending_.size() + out_.size() + (wire_ ? wire_->get_write_buffer_size() : 0);
 }
 
-}  // namespace asyncio::tls::internal
+}  // namespace asyncio::tls_internal

@@ -18,6 +18,8 @@
 
 #include "loop/posix.h"
 #include "transports/internal/socket_transport.h"
+#include "transports/internal/tls_fields.h"
+#include "transports/tls_layer.h"
 #include "transports/transports.h"
 
 namespace asyncio::transports_internal {
@@ -238,32 +240,6 @@ Coro<int> connect_socket(EventLoop& loop, int fd, const SocketAddress& addr) {
   }
 }
 
-TlsOptions client_tls_options(const ConnectOptions& options, const std::string& host) {
-  TlsOptions tls;
-  tls.server_side = false;
-  tls.server_hostname = options.server_hostname.empty() ? host : options.server_hostname;
-  tls.ssl_handshake_timeout = options.ssl_handshake_timeout;
-  tls.ssl_shutdown_timeout = options.ssl_shutdown_timeout;
-  return tls;
-}
-
-// `host`: what the certificate is checked against when server_hostname is
-// not given (none for a Unix socket or a given socket).
-void check_tls_options(const ConnectOptions& options, const std::string& host) {
-  tls::internal::check_timeouts(options.ssl.has_value(), options.ssl_handshake_timeout,
-                                options.ssl_shutdown_timeout);
-  if (!options.ssl && !options.server_hostname.empty()) {
-    throw std::invalid_argument("server_hostname is only meaningful with ssl");
-  }
-  if (options.ssl && options.ssl->is_server()) {
-    throw std::invalid_argument("a client needs a client context (tls::Context::client)");
-  }
-  if (options.ssl && host.empty() && options.server_hostname.empty() &&
-      options.ssl->check_hostname()) {
-    throw std::invalid_argument("You must set server_hostname when using ssl without a host");
-  }
-}
-
 // Wraps a connected socket in a transport driving a protocol from `factory`;
 // with `ssl`, a TLS session sits in between and the transport returned is the
 // TLS one, after its handshake.
@@ -275,8 +251,8 @@ Coro<std::shared_ptr<Transport>> wrap_socket(EventLoop& loop, ProtocolFactory& f
   std::shared_ptr<Transport> result;
   std::shared_ptr<SocketTransport> transport;
   if (options.ssl) {
-    tls::internal::ContextState::Session session = options.ssl->state().new_session(
-        loop, std::move(protocol), client_tls_options(options, host), true, waiter);
+    TlsLayer::Session session = options.ssl->new_session(
+        loop, std::move(protocol), session_options(options, false, host), true, waiter);
     transport = std::make_shared<SocketTransport>(loop, sock.release(), std::move(session.wire));
     transport->start(std::nullopt);
     result = std::move(session.transport);
@@ -322,7 +298,7 @@ Coro<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, uint16_t 
 Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFactory factory,
                                                    std::string host, uint16_t port,
                                                    ConnectOptions options) {
-  check_tls_options(options, host);
+  check_tls_fields(options, false, host);
   UniqueFd sock;
   if (options.sock >= 0) {
     sock.reset(options.sock);
@@ -364,7 +340,7 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
 
 Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, ProtocolFactory factory,
                                                         std::string path, ConnectOptions options) {
-  check_tls_options(options, "");
+  check_tls_fields(options, false, "");
   SocketAddress addr = SocketAddress::unix_path(path);
   UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (sock.get() < 0) throw_errno("socket");
@@ -394,14 +370,16 @@ namespace asyncio {
 
 Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop, std::shared_ptr<Transport> transport,
                                            std::shared_ptr<BaseProtocol> protocol,
-                                           tls::Context context, TlsOptions options) {
+                                           std::shared_ptr<TlsLayer> context, TlsOptions options) {
   if (!transport || transport->is_closing()) {
     throw std::invalid_argument("start_tls needs an open transport");
   }
-  tls::internal::check_timeouts(options.ssl_handshake_timeout, options.ssl_shutdown_timeout);
+  if (!context) throw std::invalid_argument("start_tls needs a TLS context");
+  transports_internal::check_tls_timeouts(options.ssl_handshake_timeout,
+                                          options.ssl_shutdown_timeout);
   Future<void> waiter = create_future<void>(loop);
-  tls::internal::ContextState::Session session =
-      context.state().new_session(loop, std::move(protocol), options, false, waiter);
+  TlsLayer::Session session =
+      context->new_session(loop, std::move(protocol), options, false, waiter);
   // As asyncio: nothing is read until the TLS layer is in place.
   transport->pause_reading();
   transport->set_protocol(session.wire);

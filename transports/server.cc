@@ -87,8 +87,7 @@ void ServerState::accept_connection(int fd) {
     protocol = factory();
     if (!protocol) throw std::invalid_argument("protocol factory returned null");
     if (ssl) {
-      protocol =
-          ssl->state().new_session(loop, std::move(protocol), tls_options, true, std::nullopt).wire;
+      protocol = ssl->new_session(loop, std::move(protocol), tls_options, true, std::nullopt).wire;
     }
     auto transport = std::make_shared<SocketTransport>(loop, guard.release(), std::move(protocol),
                                                        shared_from_this());

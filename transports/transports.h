@@ -30,11 +30,12 @@
 
 #include "futures/futures.h"
 #include "loop/loop.h"
-#include "tls/context.h"
 
 namespace asyncio {
 
 class BaseTransport;
+// The TLS layer the `ssl` options hold (transports/tls_layer.h).
+class TlsLayer;
 
 // ---------------------------------------------------------------------------
 // Protocols
@@ -139,35 +140,53 @@ class DatagramTransport : public BaseTransport {
 // ---------------------------------------------------------------------------
 // Options
 
-struct ConnectOptions {
-  int family = 0;  // AF_UNSPEC: whatever the name resolves to
-  std::optional<SocketAddress> local_addr;
-  int sock = -1;  // an already connected socket to wrap instead
-  // Accepted for compatibility; addresses are tried one after the other.
-  std::optional<std::chrono::duration<double>> happy_eyeballs_delay;
-  // TLS (needs //tls): the connection is usable once the handshake is done.
-  // server_hostname defaults to `host`; give it with `sock` or a Unix path.
-  // The timeouts must be positive, and are for ssl only: std::invalid_argument
-  // otherwise, before connecting (as in ServerOptions, before listening).
-  std::optional<tls::Context> ssl;
+inline constexpr std::chrono::duration<double> kDefaultSslHandshakeTimeout{60.0};
+inline constexpr std::chrono::duration<double> kDefaultSslShutdownTimeout{30.0};
+
+// The TLS options of start_tls (and of each connection made with the TLS
+// fields below).
+struct TlsOptions {
+  bool server_side = false;
+  // The name to send (SNI) and to check the certificate against; a client
+  // needs one unless the context checks no host name.
+  std::string server_hostname;
+  // Both must be positive (not NaN): std::invalid_argument otherwise, before
+  // anything is connected, listened on or sent.
+  std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
+  std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
+};
+
+// The TLS fields of ConnectOptions, ServerOptions and StreamOptions. With
+// `ssl` (a tls::Context from //tls) a client connection is usable, and a
+// server's protocol sees connection_made, once the handshake is done; a
+// server drops failed handshakes quietly (reported in debug mode), as
+// asyncio. The timeouts must be positive, and are for ssl only:
+// std::invalid_argument otherwise, before connecting or listening.
+struct TlsFields {
+  std::shared_ptr<TlsLayer> ssl;
+  // Clients only: defaults to the host connected to; give it with `sock` or
+  // a Unix path.
   std::string server_hostname;
   std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
   std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
 };
 
-struct ServerOptions {
+struct ConnectOptions : TlsFields {
+  int family = 0;  // AF_UNSPEC: whatever the name resolves to
+  std::optional<SocketAddress> local_addr;
+  int sock = -1;  // an already connected socket to wrap instead
+  // Accepted for compatibility; addresses are tried one after the other.
+  std::optional<std::chrono::duration<double>> happy_eyeballs_delay;
+};
+
+// server_hostname is for clients: std::invalid_argument if set.
+struct ServerOptions : TlsFields {
   int family = 0;
   int backlog = 100;
   bool reuse_address = true;
   bool reuse_port = false;
   bool start_serving = true;
   int sock = -1;  // an already listening socket to serve instead
-  // TLS (needs //tls): each connection's protocol sees connection_made once
-  // its handshake is done; failed handshakes are dropped quietly (reported
-  // in debug mode), as asyncio.
-  std::optional<tls::Context> ssl;
-  std::chrono::duration<double> ssl_handshake_timeout = kDefaultSslHandshakeTimeout;
-  std::chrono::duration<double> ssl_shutdown_timeout = kDefaultSslShutdownTimeout;
 };
 
 struct DatagramOptions {
@@ -353,11 +372,11 @@ inline Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory,
 // StreamWriter::start_tls refuses (CVE-2011-0411).
 Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop, std::shared_ptr<Transport> transport,
                                            std::shared_ptr<BaseProtocol> protocol,
-                                           tls::Context context, TlsOptions options);
+                                           std::shared_ptr<TlsLayer> context, TlsOptions options);
 inline Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop,
                                                   std::shared_ptr<Transport> transport,
                                                   std::shared_ptr<BaseProtocol> protocol,
-                                                  tls::Context context) {
+                                                  std::shared_ptr<TlsLayer> context) {
   return start_tls(loop, std::move(transport), std::move(protocol), std::move(context),
                    TlsOptions());
 }

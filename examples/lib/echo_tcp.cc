@@ -117,9 +117,10 @@ void run_echo_tls() {
   const asyncio::tls_testing::TestCerts& certs = asyncio::tls_testing::test_certs();
   asyncio::StreamOptions server_options;
   server_options.ssl = asyncio::tls::Context::server(certs.server.cert, certs.server.key);
+  asyncio::tls::Context client_ctx = asyncio::tls::Context::client();
+  client_ctx.load_verify_locations(certs.ca_file);
   asyncio::StreamOptions client_options;
-  client_options.ssl = asyncio::tls::Context::client();
-  client_options.ssl->load_verify_locations(certs.ca_file);
+  client_options.ssl = client_ctx;
   client_options.server_hostname = "localhost";
   asyncio::run(main_coro(server_options, client_options));
   std::cout.flush();

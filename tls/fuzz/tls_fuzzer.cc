@@ -37,6 +37,7 @@
 #include "loop/loop.h"
 #include "tls/testing/certs.h"
 #include "tls/tls.h"
+#include "transports/tls_layer.h"
 #include "transports/transports.h"
 
 namespace {
@@ -292,7 +293,8 @@ void run_input(const uint8_t* data, size_t size) {
   if (client) options.server_hostname = "localhost";
   const asyncio::tls::Context& context = client ? contexts().client : contexts().server;
   auto waiter = asyncio::create_future<void>(*loop);
-  auto session = context.state().new_session(*loop, app, options, true, waiter);
+  std::shared_ptr<asyncio::TlsLayer> layer = context;
+  auto session = layer->new_session(*loop, app, options, true, waiter);
   auto wire = std::make_shared<FakeSocketTransport>(*loop);
   wire->set_protocol(session.wire);
   std::optional<Peer> peer;

@@ -10,12 +10,13 @@
 
 #include "futures/futures.h"
 #include "loop/loop.h"
-#include "tls/context.h"
+#include "tls/tls.h"
+#include "transports/tls_layer.h"
+#include "transports/transports.h"
 
-namespace asyncio::tls::internal {
+namespace asyncio::tls_internal {
 
-class OpenSslContext final : public ContextState,
-                             public std::enable_shared_from_this<OpenSslContext> {
+class OpenSslContext final : public TlsLayer, public std::enable_shared_from_this<OpenSslContext> {
  public:
   explicit OpenSslContext(bool server_side);
   ~OpenSslContext() override;
@@ -26,7 +27,6 @@ class OpenSslContext final : public ContextState,
                       bool call_connection_made, std::optional<Future<void>> waiter) override;
 
   bool is_server() const override { return server_side; }
-  bool verify() const override { return verify_peer; }
   bool check_hostname() const override { return check_peer_hostname; }
 
   SSL_CTX* ctx() const { return ctx_; }
@@ -43,11 +43,11 @@ class OpenSslContext final : public ContextState,
 
 // OpenSSL's last error on this thread as an SSLError ("[lib] reason"),
 // prefixed by `what`; clears the thread's error queue.
-SSLError ssl_error_from_queue(const std::string& what);
+tls::SSLError ssl_error_from_queue(const std::string& what);
 
 // The SSL error of a failed handshake: a CertificateError when the peer's
 // certificate did not verify (naming `server_hostname` on a name mismatch),
 // else OpenSSL's reason.
 std::exception_ptr handshake_error(SSL* ssl, int ssl_error, const std::string& server_hostname);
 
-}  // namespace asyncio::tls::internal
+}  // namespace asyncio::tls_internal

@@ -23,7 +23,7 @@
 #include "tls/internal/openssl_context.h"
 #include "transports/transports.h"
 
-namespace asyncio::tls::internal {
+namespace asyncio::tls_internal {
 
 class TlsConnection final : public Protocol, public Transport {
  public:
@@ -112,4 +112,4 @@ class TlsConnection final : public Protocol, public Transport {
   std::pair<size_t, size_t> limits_{16 * 1024, 64 * 1024};
 };
 
-}  // namespace asyncio::tls::internal
+}  // namespace asyncio::tls_internal

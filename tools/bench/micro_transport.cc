@@ -76,8 +76,9 @@ Coro<int64_t> ping_pong(bool tls) {
   if (tls) {
     const tls_testing::TestCerts& certs = tls_testing::test_certs();
     server_options.ssl = tls::Context::server(certs.server.cert, certs.server.key);
-    connect_options.ssl = tls::Context::client();
-    connect_options.ssl->load_verify_locations(certs.ca_file);
+    tls::Context client_ctx = tls::Context::client();
+    client_ctx.load_verify_locations(certs.ca_file);
+    connect_options.ssl = client_ctx;
   }
   auto echo = [] { return std::make_shared<EchoServer>(); };
   Server server = co_await create_server(loop, echo, "127.0.0.1", 0, server_options);

@@ -12,6 +12,8 @@
 
 #include "futures/futures.h"
 #include "loop/loop.h"
+#include "transports/internal/tls_fields.h"
+#include "transports/tls_layer.h"
 #include "transports/transports.h"
 
 namespace asyncio::transports_internal {
@@ -34,16 +36,10 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
   void wake_up_waiters();
   void accept_ready(int listen_fd);
   void accept_connection(int fd);
-  void set_tls(const ServerOptions& options) {
-    tls::internal::check_timeouts(options.ssl.has_value(), options.ssl_handshake_timeout,
-                                  options.ssl_shutdown_timeout);
-    if (options.ssl && !options.ssl->is_server()) {
-      throw std::invalid_argument("a server needs a server context (tls::Context::server)");
-    }
-    ssl = options.ssl;
-    tls_options.server_side = true;
-    tls_options.ssl_handshake_timeout = options.ssl_handshake_timeout;
-    tls_options.ssl_shutdown_timeout = options.ssl_shutdown_timeout;
+  void set_tls(const TlsFields& tls) {
+    check_tls_fields(tls, true, "");
+    ssl = tls.ssl;
+    tls_options = session_options(tls, true, "");
   }
 
   EventLoop& loop;
@@ -59,7 +55,7 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
   std::vector<Future<void>> closed_waiters;
   std::optional<Future<void>> serving_forever;
   TimerHandle accept_retry;
-  std::optional<tls::Context> ssl;  // each connection is a TLS session
+  std::shared_ptr<TlsLayer> ssl;  // each connection is a TLS session
   TlsOptions tls_options;
 };
 
