@@ -420,6 +420,61 @@ TEST(TaskGroupTest, ParentCancellationCancelsChildren) {
   }());
 }
 
+TEST(TaskGroupTest, CreateTaskWithAName) {
+  run([]() -> Coro<void> {
+    TaskGroup group;
+    Task<int> named = group.create_task(value_after(1ms, 1), "worker-1");
+    EXPECT_EQ(named.get_name(), "worker-1");
+    co_await group.join();
+    EXPECT_EQ(named.result(), 1);
+  }());
+}
+
+// As 3.13: cancelled from outside while a child fails, join() raises the
+// ExceptionGroup and the outer cancellation is re-armed, not swallowed.
+TEST(TaskGroupTest, OuterCancelSurvivesAnExceptionGroup) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    Future<void> joining = create_future<void>(loop);
+    bool got_group = false;
+    int cancelling_after_join = -1;
+    bool cancelled_at_next_await = false;
+    auto fail_on_cancel = []() -> Coro<void> {
+      try {
+        co_await sleep(10s);
+      } catch (const CancelledError&) {
+      }
+      throw std::runtime_error("cleanup failed");
+    };
+    auto parent = [&]() -> Coro<void> {
+      TaskGroup group;
+      group.create_task(fail_on_cancel());
+      joining.set_result();
+      try {
+        co_await group.join();
+      } catch (const ExceptionGroup&) {
+        got_group = true;
+      }
+      cancelling_after_join = current_task()->cancelling();
+      try {
+        co_await sleep(0s);
+      } catch (const CancelledError&) {
+        cancelled_at_next_await = true;
+        throw;
+      }
+    };
+    Task<void> p = create_task(parent());
+    co_await joining;
+    co_await sleep(0s);  // p is inside join() now
+    p.cancel();
+    EXPECT_THROW(co_await p, CancelledError);
+    EXPECT_TRUE(got_group);
+    EXPECT_EQ(cancelling_after_join, 1);
+    EXPECT_TRUE(cancelled_at_next_await);
+    EXPECT_TRUE(p.cancelled());
+  }());
+}
+
 TEST(TaskGroupTest, BodyExceptionIsJoinedIn) {
   run([]() -> Coro<void> {
     TaskGroup group;
