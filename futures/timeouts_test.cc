@@ -374,19 +374,17 @@ TEST(TimeoutTest, ExpiryAtTheSameTimeAsAnOuterCancelLetsCancelledErrorThrough) {
     run([outside_first]() -> Coro<void> {
       EventLoop& loop = get_running_loop();
       Future<void> entered = create_future<void>(loop);
-      Timeout* cm = nullptr;
+      // Outlives the task, so it can be inspected afterwards.
+      Timeout cm(loop.time() + 10);
       int cancelling_seen = -1;
-      bool expired_seen = false;
       auto body = [&]() -> Coro<void> {
         try {
-          co_await timeout(10s, [&](Timeout& t) -> Coro<void> {
-            cm = &t;
+          co_await cm.run([&]() -> Coro<void> {
             entered.set_result();
             co_await sleep(10s);
           });
         } catch (const CancelledError&) {
           cancelling_seen = cancelling_now();
-          expired_seen = cm->expired();
           throw;
         }
       };
@@ -395,18 +393,18 @@ TEST(TimeoutTest, ExpiryAtTheSameTimeAsAnOuterCancelLetsCancelledErrorThrough) {
       if (outside_first) {
         // The outer request is counted first; the expiry, due at once, lands
         // before the task runs again.
-        cm->reschedule(loop.time() - 1);
+        cm.reschedule(loop.time() - 1);
         task.cancel();
       } else {
         // Due together: the timeout's timer was scheduled first, so it fires
         // first in that iteration.
         const double deadline = loop.time() + 0.005;
-        cm->reschedule(deadline);
+        cm.reschedule(deadline);
         loop.call_at(deadline, [task]() mutable { task.cancel(); });
       }
       EXPECT_THROW(co_await task, CancelledError);
       EXPECT_EQ(cancelling_seen, 1);
-      EXPECT_TRUE(expired_seen);
+      EXPECT_TRUE(cm.expired());
       EXPECT_TRUE(task.cancelled());
     }());
   }
