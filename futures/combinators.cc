@@ -318,6 +318,15 @@ Coro<void> TaskGroup::join(std::exception_ptr body_exception) {
   if (propagate_cancellation && g->errors.empty()) std::rethrow_exception(propagate_cancellation);
   if (body_exception && !body_cancelled) g->errors.push_back(body_exception);
   if (!g->errors.empty()) {
+    // As 3.13: the errors win over a cancellation from outside, yet that
+    // cancellation must not be lost. The CancelledError join() absorbed is
+    // re-armed (uncancel + cancel keeps the count), so the parent sees it
+    // at its next await.
+    futures_internal::TaskCore* parent = futures_internal::Access::core(*g->parent);
+    if (parent->cancelling() > 0) {
+      parent->uncancel();
+      parent->cancel("");
+    }
     std::vector<std::exception_ptr> errors = std::move(g->errors);
     g->errors.clear();
     throw ExceptionGroup("unhandled errors in a TaskGroup", std::move(errors));

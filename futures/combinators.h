@@ -1,4 +1,5 @@
-// gather, wait, wait_for, shield and as_completed (asyncio 3.12 semantics).
+// gather, wait, wait_for, shield (asyncio 3.12 semantics) and as_completed
+// (3.13: with next(), the async iteration that gives the futures themselves).
 #pragma once
 
 #include <chrono>
@@ -352,18 +353,34 @@ Future<await_result_t<A>> shield(A&& aw) {
 }
 
 // ---------------------------------------------------------------------------
-// as_completed: a range of awaitables, each giving the next result to finish.
-//   for (auto next : asyncio::as_completed(std::move(tasks))) { R r = co_await next; }
+// as_completed: the awaitables in the order they finish. Two ways to iterate,
+// as in asyncio 3.13:
+//
+//   for next in asyncio.as_completed(aws):    for (auto next : asyncio::as_completed(aws)) {
+//       r = await next                            R r = co_await next;
+//                                             }
+//   async for t in asyncio.as_completed(ts):  auto completed = asyncio::as_completed(ts);
+//       r = t.result()                        while (auto t = co_await completed.next()) {
+//                                               R r = t->result();
+//                                             }
+//
+// The first (as before 3.13) gives, each step, a new coroutine with the next
+// result. The second (`async for`, which C++ lacks: next() plays __anext__)
+// gives the future or task that finished, the very one passed in, so it can
+// be told apart from the others; for a coroutine, the task made for it.
+// With a timeout, whichever step comes after it throws TimeoutError.
 namespace futures_internal {
 
-template <class R>
+// F: the future type handed back, Future<R> or Task<R>.
+template <class R, class F = Future<R>>
 struct AsCompletedState {
-  std::vector<std::pair<Future<R>, CallbackId>> todo;
-  std::deque<std::optional<Future<R>>> done;  // nullopt: the timeout
+  std::vector<std::pair<F, CallbackId>> todo;
+  std::deque<std::optional<F>> done;  // nullopt: the timeout
   std::deque<Future<void>> getters;
   TimerHandle timeout;
+  size_t left = 0;  // steps next() may still take
 
-  void put(std::optional<Future<R>> f) {
+  void put(std::optional<F> f) {
     done.push_back(std::move(f));
     while (!getters.empty()) {
       Future<void> getter = std::move(getters.front());
@@ -378,11 +395,12 @@ struct AsCompletedState {
     if (todo.empty()) return;  // the timeout came first
     for (auto it = todo.begin(); it != todo.end(); ++it) {
       if (it->first == f) {
+        F original = std::move(it->first);
         todo.erase(it);
+        put(std::move(original));
         break;
       }
     }
-    put(f);
     if (todo.empty()) timeout.cancel();
   }
   void on_timeout() {
@@ -392,29 +410,41 @@ struct AsCompletedState {
     }
     todo.clear();
   }
+  // The next future to finish; TimeoutError for the timeout's sentinel.
+  Coro<F> wait_for_one() {
+    while (done.empty()) {
+      Future<void> getter = create_future<void>(get_running_loop());
+      getters.push_back(getter);
+      co_await getter;
+    }
+    std::optional<F> f = std::move(done.front());
+    done.pop_front();
+    if (!f) throw TimeoutError();
+    co_return std::move(*f);
+  }
 };
 
-template <class R>
-Coro<R> next_completed(std::shared_ptr<AsCompletedState<R>> state) {
-  while (state->done.empty()) {
-    Future<void> getter = create_future<void>(get_running_loop());
-    state->getters.push_back(getter);
-    co_await getter;
-  }
-  std::optional<Future<R>> f = std::move(state->done.front());
-  state->done.pop_front();
-  if (!f) throw TimeoutError();
-  co_return f->result();
+template <class R, class F>
+Coro<R> next_completed(std::shared_ptr<AsCompletedState<R, F>> state) {
+  F f = co_await state->wait_for_one();
+  co_return f.result();
+}
+
+template <class R, class F>
+Coro<std::optional<F>> next_completed_future(std::shared_ptr<AsCompletedState<R, F>> state) {
+  if (state->left == 0) co_return std::nullopt;  // StopAsyncIteration
+  --state->left;
+  co_return co_await state->wait_for_one();
 }
 
 }  // namespace futures_internal
 
-template <class R>
+template <class R, class F = Future<R>>
 class AsCompleted {
  public:
   class iterator {
    public:
-    iterator(std::shared_ptr<futures_internal::AsCompletedState<R>> state, size_t index)
+    iterator(std::shared_ptr<futures_internal::AsCompletedState<R, F>> state, size_t index)
         : state_(std::move(state)), index_(index) {}
     Coro<R> operator*() const { return futures_internal::next_completed<R>(state_); }
     iterator& operator++() {
@@ -424,26 +454,31 @@ class AsCompleted {
     bool operator==(const iterator& other) const { return index_ == other.index_; }
 
    private:
-    std::shared_ptr<futures_internal::AsCompletedState<R>> state_;
+    std::shared_ptr<futures_internal::AsCompletedState<R, F>> state_;
     size_t index_;
   };
 
-  AsCompleted(std::shared_ptr<futures_internal::AsCompletedState<R>> state, size_t count)
+  AsCompleted(std::shared_ptr<futures_internal::AsCompletedState<R, F>> state, size_t count)
       : state_(std::move(state)), count_(count) {}
   iterator begin() const { return iterator(state_, 0); }
   iterator end() const { return iterator(state_, count_); }
   size_t size() const { return count_; }
 
+  // `async for`'s step (__anext__): the next future or task to finish, as
+  // given (a coroutine's own task); nullopt once every one was handed out.
+  Coro<std::optional<F>> next() const { return futures_internal::next_completed_future(state_); }
+
  private:
-  std::shared_ptr<futures_internal::AsCompletedState<R>> state_;
+  std::shared_ptr<futures_internal::AsCompletedState<R, F>> state_;
   size_t count_;
 };
 
 template <Awaitable A>
-AsCompleted<await_result_t<A>> as_completed(std::vector<A> aws, OptionalTimeout timeout = {}) {
+auto as_completed(std::vector<A> aws, OptionalTimeout timeout = {}) {
   using R = await_result_t<A>;
+  using F = decltype(ensure_future(std::declval<A>()));
   if (timeout) futures_internal::check_timeout_not_nan(timeout->count(), "as_completed");
-  auto state = std::make_shared<futures_internal::AsCompletedState<R>>();
+  auto state = std::make_shared<futures_internal::AsCompletedState<R, F>>();
   if constexpr (isfuture<A>) {
     // As asyncio: every future on one loop (the running one, if any), checked
     // before anything starts.
@@ -455,19 +490,20 @@ AsCompleted<await_result_t<A>> as_completed(std::vector<A> aws, OptionalTimeout 
     }
   }
   for (A& a : aws) {
-    Future<R> f = ensure_future(std::move(a));
+    F f = ensure_future(std::move(a));
     bool duplicate = false;
     for (auto& [g, id] : state->todo) duplicate = duplicate || g == f;
     if (!duplicate) state->todo.emplace_back(std::move(f), CallbackId{});
   }
   const size_t count = state->todo.size();
+  state->left = count;
   for (auto& [f, id] : state->todo) {
     id = f.add_done_callback([state](Future<R>& done) { state->on_completion(done); });
   }
   if (count > 0 && timeout) {
     state->timeout = get_running_loop().call_later(*timeout, [state] { state->on_timeout(); });
   }
-  return AsCompleted<R>(std::move(state), count);
+  return AsCompleted<R, F>(std::move(state), count);
 }
 
 }  // namespace asyncio

@@ -1,7 +1,8 @@
 // gather, wait, wait_for, shield, as_completed and TaskGroup, with the
-// cancellation rules of asyncio 3.12.
+// cancellation rules of asyncio 3.12 (3.13 for as_completed and TaskGroup).
 #include <chrono>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <variant>
@@ -337,6 +338,82 @@ TEST(AsCompletedTest, YieldsInCompletionOrder) {
   }());
 }
 
+// Finishes after `steps` loop iterations: a completion order that does not
+// depend on timing.
+Coro<int> value_after_steps(int steps, int value) {
+  for (int i = 0; i < steps; ++i) co_await sleep(0s);
+  co_return value;
+}
+
+// 3.13's `async for t in as_completed(tasks)`: the tasks themselves.
+TEST(AsCompletedTest, NextGivesTheTasksPassedIn) {
+  run([]() -> Coro<void> {
+    std::vector<Task<int>> tasks{create_task(value_after_steps(3, 30), "c"),
+                                 create_task(value_after_steps(1, 10), "a"),
+                                 create_task(value_after_steps(2, 20), "b")};
+    auto completed = as_completed(tasks);
+    std::vector<std::string> names;
+    std::vector<int> results;
+    while (std::optional<Task<int>> t = co_await completed.next()) {
+      EXPECT_TRUE(t->done());
+      EXPECT_TRUE(*t == tasks[0] || *t == tasks[1] || *t == tasks[2]);
+      names.push_back(t->get_name());
+      results.push_back(co_await *t);
+    }
+    EXPECT_EQ(names, (std::vector<std::string>{"a", "b", "c"}));
+    EXPECT_EQ(results, (std::vector<int>{10, 20, 30}));
+    EXPECT_FALSE((co_await completed.next()).has_value()) << "stays exhausted";
+  }());
+}
+
+TEST(AsCompletedTest, NextGivesTheFuturesPassedIn) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<Future<int>> futures{create_future<int>(loop), create_future<int>(loop)};
+    loop.call_soon([f = futures[1]]() mutable { f.set_result(2); });
+    loop.call_soon([f = futures[0]]() mutable {
+      f.set_exception(std::make_exception_ptr(std::runtime_error("first")));
+    });
+    auto completed = as_completed(futures);
+    std::optional<Future<int>> first = co_await completed.next();
+    EXPECT_TRUE(*first == futures[1]);
+    EXPECT_EQ(first->result(), 2);
+    std::optional<Future<int>> second = co_await completed.next();
+    EXPECT_TRUE(*second == futures[0]);
+    EXPECT_THROW(second->result(), std::runtime_error) << "the failure stays in the future";
+    EXPECT_FALSE((co_await completed.next()).has_value());
+  }());
+}
+
+TEST(AsCompletedTest, NextGivesATaskForEachCoroutine) {
+  run([]() -> Coro<void> {
+    std::vector<Coro<int>> coros;
+    coros.push_back(value_after_steps(2, 2));
+    coros.push_back(value_after_steps(1, 1));
+    auto completed = as_completed(std::move(coros));
+    std::vector<int> results;
+    while (auto t = co_await completed.next()) {
+      static_assert(std::is_same_v<decltype(t), std::optional<Task<int>>>);
+      results.push_back(t->result());
+    }
+    EXPECT_EQ(results, (std::vector<int>{1, 2}));
+  }());
+}
+
+TEST(AsCompletedTest, NextThrowsTimeoutErrorForTheRest) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    Future<int> never = create_future<int>(loop);
+    std::vector<Future<int>> futures{never, create_future<int>(loop)};
+    futures[1].set_result(1);
+    auto completed = as_completed(futures, 5ms);
+    EXPECT_EQ((co_await completed.next())->result(), 1);
+    EXPECT_THROW(co_await completed.next(), TimeoutError);
+    EXPECT_FALSE((co_await completed.next()).has_value());
+    EXPECT_FALSE(never.done()) << "as_completed never cancels what it was given";
+  }());
+}
+
 TEST(AsCompletedTest, TimeoutRaisesForTheRest) {
   run([]() -> Coro<void> {
     std::vector<Task<int>> tasks{create_task(value_after(1ms, 1)), create_task(value_after(1s, 2))};
@@ -417,6 +494,61 @@ TEST(TaskGroupTest, ParentCancellationCancelsChildren) {
     EXPECT_THROW(co_await p, CancelledError);
     EXPECT_EQ(children.size(), 2u);
     for (auto& c : children) EXPECT_TRUE(c.cancelled());
+  }());
+}
+
+TEST(TaskGroupTest, CreateTaskWithAName) {
+  run([]() -> Coro<void> {
+    TaskGroup group;
+    Task<int> named = group.create_task(value_after(1ms, 1), "worker-1");
+    EXPECT_EQ(named.get_name(), "worker-1");
+    co_await group.join();
+    EXPECT_EQ(named.result(), 1);
+  }());
+}
+
+// As 3.13: cancelled from outside while a child fails, join() raises the
+// ExceptionGroup and the outer cancellation is re-armed, not swallowed.
+TEST(TaskGroupTest, OuterCancelSurvivesAnExceptionGroup) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    Future<void> joining = create_future<void>(loop);
+    bool got_group = false;
+    int cancelling_after_join = -1;
+    bool cancelled_at_next_await = false;
+    auto fail_on_cancel = []() -> Coro<void> {
+      try {
+        co_await sleep(10s);
+      } catch (const CancelledError&) {
+      }
+      throw std::runtime_error("cleanup failed");
+    };
+    auto parent = [&]() -> Coro<void> {
+      TaskGroup group;
+      group.create_task(fail_on_cancel());
+      joining.set_result();
+      try {
+        co_await group.join();
+      } catch (const ExceptionGroup&) {
+        got_group = true;
+      }
+      cancelling_after_join = current_task()->cancelling();
+      try {
+        co_await sleep(0s);
+      } catch (const CancelledError&) {
+        cancelled_at_next_await = true;
+        throw;
+      }
+    };
+    Task<void> p = create_task(parent());
+    co_await joining;
+    co_await sleep(0s);  // p is inside join() now
+    p.cancel();
+    EXPECT_THROW(co_await p, CancelledError);
+    EXPECT_TRUE(got_group);
+    EXPECT_EQ(cancelling_after_join, 1);
+    EXPECT_TRUE(cancelled_at_next_await);
+    EXPECT_TRUE(p.cancelled());
   }());
 }
 

@@ -32,6 +32,9 @@
 // TaskGroup: structured concurrency.
 #include "futures/task_group.h"
 
+// timeout, timeout_at, Timeout: one deadline over several awaits.
+#include "futures/timeouts.h"
+
 // AsyncGenerator<T> and shutdown_asyncgens.
 #include "futures/async_generator.h"
 

@@ -20,7 +20,9 @@ struct TaskGroupState;
 
 // Create tasks in the group, then `co_await group.join()`: it waits for all
 // of them. When one fails, the others and the task that owns the group are
-// cancelled, and join() throws an ExceptionGroup holding every failure.
+// cancelled, and join() throws an ExceptionGroup holding every failure. As in
+// 3.13, if the owner was also cancelled from outside, the ExceptionGroup wins
+// but that cancellation stays pending: the owner's next await raises it.
 //
 //   asyncio::TaskGroup group;
 //   auto a = group.create_task(fetch(1));
@@ -39,7 +41,8 @@ class TaskGroup {
   TaskGroup(const TaskGroup&) = delete;
   TaskGroup& operator=(const TaskGroup&) = delete;
 
-  // As asyncio::create_task, on the group's loop; the group tracks the task.
+  // tg.create_task(coro, name=name): as asyncio::create_task, on the group's
+  // loop; the group tracks the task.
   template <class T>
   Task<T> create_task(Coro<T> coro, std::string name = "");
 

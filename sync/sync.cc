@@ -4,11 +4,46 @@
 // exception, do the cleanup after the try, rethrow.
 #include "sync/sync.h"
 
+#include <cstdio>
 #include <exception>
 #include <stdexcept>
 #include <utility>
 
 namespace asyncio {
+
+// ---------------------------------------------------------------------------
+// Held
+
+void sync_internal::report_release_error(std::exception_ptr error) noexcept {
+  try {
+    if (EventLoop* loop = running_loop_or_null()) {
+      loop->call_exception_handler({"Releasing a held primitive failed", error, "", ""});
+      return;
+    }
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "Releasing a held primitive failed: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "Releasing a held primitive failed\n");
+  }
+}
+
+// The guard is made only once acquire() returned: a cancelled or failed
+// acquire holds nothing.
+Coro<Held<Lock>> Lock::scoped() {
+  co_await acquire();
+  co_return Held<Lock>(*this);
+}
+
+Coro<Held<Condition>> Condition::scoped() {
+  co_await acquire();
+  co_return Held<Condition>(*this);
+}
+
+Coro<Held<Semaphore>> Semaphore::scoped() {
+  co_await acquire();
+  co_return Held<Semaphore>(*this);
+}
 
 // ---------------------------------------------------------------------------
 // Lock

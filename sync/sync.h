@@ -5,6 +5,12 @@
 //   ... critical section ...
 //   lock.release();
 //
+// Python's `async with lock:` is `auto held = co_await lock.scoped();` here
+// (also for Semaphore, BoundedSemaphore and Condition): the Held guard
+// releases when it goes out of scope, so an exception between acquire and
+// release cannot leave later waiters stuck. C++ has no `async with`, and
+// only the acquiring half needs to wait, so a guard object fits.
+//
 // None of them is thread-safe: they coordinate tasks of one event loop. Each
 // binds to the running loop the first time it has to make a task wait, and
 // throws std::runtime_error if later used from another loop. Waiting is fair:
@@ -12,12 +18,58 @@
 // neither copyable nor movable (waiting tasks refer to them).
 #pragma once
 
+#include <exception>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "futures/futures.h"
 
 namespace asyncio {
+
+namespace sync_internal {
+// To the running loop's exception handler (or stderr without a loop).
+void report_release_error(std::exception_ptr error) noexcept;
+}  // namespace sync_internal
+
+// What `async with primitive:` holds: a Lock, a Condition's lock or a
+// Semaphore permit, released when the guard is destroyed (or by release(),
+// to leave early). Movable, not copyable; an empty (moved-from) guard does
+// nothing. If the primitive was released behind the guard's back, the error
+// of that second release goes to the running loop's exception handler, as a
+// destructor cannot throw.
+template <class Primitive>
+class [[nodiscard]] Held {
+ public:
+  explicit Held(Primitive& primitive) noexcept : primitive_(&primitive) {}
+  Held(Held&& other) noexcept : primitive_(std::exchange(other.primitive_, nullptr)) {}
+  Held& operator=(Held&& other) noexcept {
+    if (this != &other) {
+      release_quietly();
+      primitive_ = std::exchange(other.primitive_, nullptr);
+    }
+    return *this;
+  }
+  ~Held() { release_quietly(); }
+
+  // Whether the guard still holds the primitive.
+  explicit operator bool() const noexcept { return primitive_ != nullptr; }
+  // Releases now (the end of the `async with` block); throws as the
+  // primitive's release() does.
+  void release() { std::exchange(primitive_, nullptr)->release(); }
+
+ private:
+  void release_quietly() noexcept {
+    if (primitive_ == nullptr) return;
+    try {
+      release();
+    } catch (...) {
+      sync_internal::report_release_error(std::current_exception());
+    }
+  }
+
+  Primitive* primitive_;
+};
 
 // A mutex for tasks, not owned by the task that acquired it: any task may
 // release it. Fair: acquire() is served first come, first served.
@@ -29,6 +81,9 @@ class Lock {
 
   // Waits until the lock is free and takes it.
   Coro<void> acquire();
+  // `async with lock:` acquires, and the guard releases at the end of its
+  // scope. Cancelled while waiting: nothing is held.
+  Coro<Held<Lock>> scoped();
   // Frees the lock and lets the first waiter take it; throws
   // std::runtime_error("Lock is not acquired.") if it is not locked.
   void release();
@@ -72,6 +127,9 @@ class Condition {
   Condition& operator=(const Condition&) = delete;
 
   Coro<void> acquire() { return lock_->acquire(); }
+  // `async with cond:` holds the lock for the guard's scope; wait() may be
+  // called inside it.
+  Coro<Held<Condition>> scoped();
   void release() { lock_->release(); }
   bool locked() const { return lock_->locked(); }
 
@@ -109,6 +167,9 @@ class Semaphore {
   virtual ~Semaphore() = default;
 
   Coro<void> acquire();
+  // `async with sem:` takes a permit for the guard's scope (a
+  // BoundedSemaphore's release() is the one the guard calls).
+  Coro<Held<Semaphore>> scoped();
   virtual void release();
   // True if acquire() would have to wait.
   bool locked() const;

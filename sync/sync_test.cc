@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "futures/futures.h"
@@ -716,6 +718,158 @@ TEST(BarrierTest, CancelledWaiterLeavesItsPlace) {
     co_await d;
     std::sort(indices.begin(), indices.end());
     EXPECT_EQ(indices, (std::vector<int>{0, 1, 2}));
+  }());
+}
+
+// ---------------------------------------------------------------------------
+// Scoped acquisition (`async with primitive:`)
+
+TEST(ScopedTest, TheGuardReleasesAtTheEndOfItsScope) {
+  run([]() -> Coro<void> {
+    Lock lock;
+    {
+      Held<Lock> held = co_await lock.scoped();
+      EXPECT_TRUE(held);
+      EXPECT_TRUE(lock.locked());
+      Held<Lock> moved = std::move(held);
+      EXPECT_FALSE(held);  // NOLINT(bugprone-use-after-move): moved-from is empty
+      EXPECT_TRUE(lock.locked());
+    }
+    EXPECT_FALSE(lock.locked());
+    {
+      auto held = co_await lock.scoped();
+      held.release();  // leaving the block early
+      EXPECT_FALSE(lock.locked());
+      EXPECT_FALSE(held);
+    }
+    EXPECT_FALSE(lock.locked());
+
+    Semaphore sem(2);
+    {
+      auto first = co_await sem.scoped();
+      auto second = co_await sem.scoped();
+      EXPECT_TRUE(sem.locked());
+    }
+    EXPECT_FALSE(sem.locked());
+  }());
+}
+
+// One task fails while holding the primitive; the one waiting behind it
+// still gets it.
+template <class P>
+Coro<void> exception_while_held_does_not_block_the_next(P& primitive) {
+  bool second_got_it = false;
+  auto failing = [&]() -> Coro<void> {
+    auto held = co_await primitive.scoped();
+    co_await sleep(0s);
+    throw std::runtime_error("inside the critical section");
+  };
+  auto second = [&]() -> Coro<void> {
+    auto held = co_await primitive.scoped();
+    second_got_it = true;
+  };
+  Task<void> a = create_task(failing());
+  co_await settle();
+  Task<void> b = create_task(second());
+  EXPECT_TRUE(co_await throws<std::runtime_error>(a));
+  co_await b;
+  EXPECT_TRUE(second_got_it);
+  EXPECT_FALSE(primitive.locked());
+}
+
+TEST(ScopedTest, ExceptionWhileHeldReleases) {
+  run([]() -> Coro<void> {
+    Lock lock;
+    co_await exception_while_held_does_not_block_the_next(lock);
+    Semaphore sem(1);
+    co_await exception_while_held_does_not_block_the_next(sem);
+    BoundedSemaphore bounded(1);
+    co_await exception_while_held_does_not_block_the_next(bounded);
+    Condition cond;
+    co_await exception_while_held_does_not_block_the_next(cond);
+  }());
+}
+
+// A task cancelled while waiting in scoped() holds nothing, whether it was
+// still queued or already woken; the primitive passes to the next waiter.
+template <class P>
+Coro<void> cancelled_while_waiting_holds_nothing(P& primitive, bool after_wake) {
+  std::vector<int> got;
+  auto waiter = [&](int id) -> Coro<void> {
+    auto held = co_await primitive.scoped();
+    got.push_back(id);
+  };
+  std::optional mine(co_await primitive.scoped());
+  Task<void> first = create_task(waiter(1));
+  Task<void> second = create_task(waiter(2));
+  co_await settle();
+  if (after_wake) {
+    mine.reset();    // hands it to the first waiter...
+    first.cancel();  // ...cancelled before it runs
+  } else {
+    first.cancel();
+    co_await settle();
+    EXPECT_TRUE(primitive.locked()) << "still ours";
+    mine.reset();
+  }
+  EXPECT_TRUE(co_await throws<CancelledError>(first));
+  co_await second;
+  EXPECT_EQ(got, (std::vector<int>{2}));
+  EXPECT_FALSE(primitive.locked());
+  auto again = co_await primitive.scoped();  // no leak: it is free at once
+  EXPECT_TRUE(again);
+}
+
+TEST(ScopedTest, CancelledWhileWaitingToAcquireLeaksNothing) {
+  run([]() -> Coro<void> {
+    for (bool after_wake : {false, true}) {
+      Lock lock;
+      co_await cancelled_while_waiting_holds_nothing(lock, after_wake);
+      Semaphore sem(1);
+      co_await cancelled_while_waiting_holds_nothing(sem, after_wake);
+      BoundedSemaphore bounded(1);
+      co_await cancelled_while_waiting_holds_nothing(bounded, after_wake);
+      Condition cond;
+      co_await cancelled_while_waiting_holds_nothing(cond, after_wake);
+    }
+  }());
+}
+
+TEST(ScopedTest, ConditionWaitInsideTheGuard) {
+  run([]() -> Coro<void> {
+    Condition cond;
+    bool ready = false;
+    auto consumer = [&]() -> Coro<bool> {
+      auto held = co_await cond.scoped();
+      co_await cond.wait_for([&] { return ready; });
+      co_return cond.locked();
+    };
+    Task<bool> task = create_task(consumer());
+    co_await settle();
+    {
+      auto held = co_await cond.scoped();
+      ready = true;
+      cond.notify();
+    }
+    EXPECT_TRUE(co_await task) << "wait() gives the lock back before returning";
+    EXPECT_FALSE(cond.locked());
+  }());
+}
+
+TEST(ScopedTest, ReleasedBehindTheGuardsBackIsReportedNotThrown) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    std::vector<std::string> reports;
+    loop.set_exception_handler(
+        [&](EventLoop&, const ExceptionContext& context) { reports.push_back(context.message); });
+    BoundedSemaphore bounded(1);
+    {
+      auto held = co_await bounded.scoped();
+      bounded.release();  // the guard's own release would go past the bound
+    }
+    EXPECT_EQ(reports, (std::vector<std::string>{"Releasing a held primitive failed"}));
+    EXPECT_FALSE(bounded.locked());
+    loop.set_exception_handler(nullptr);
   }());
 }
 

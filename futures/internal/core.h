@@ -179,8 +179,10 @@ class TaskCore : public FutureStateBase, public Runnable {
   std::string name() const;
   void set_name(std::string name);
   int cancelling() const noexcept { return num_cancels_requested_; }
+  // As 3.13: the last uncancel also rescinds a cancellation not delivered
+  // yet (a timeout that fired just as its body finished).
   int uncancel() noexcept {
-    if (num_cancels_requested_ > 0) --num_cancels_requested_;
+    if (num_cancels_requested_ > 0 && --num_cancels_requested_ == 0) must_cancel_ = false;
     return num_cancels_requested_;
   }
 
