@@ -430,9 +430,5 @@ struct AwaitResult<Task<T>> {
 
 Coro<void> sleep_seconds(double seconds);
 
-// asyncio.run's cleanup: cancels what is left, closes async generators,
-// shuts the default executor down, closes the loop. Never throws.
-void finish_run(EventLoop& loop) noexcept;
-
 }  // namespace futures_internal
 }  // namespace asyncio
