@@ -143,6 +143,8 @@ requires std::is_invocable_r_v<std::unique_ptr<EventLoop>, Factory&> T run(Coro<
 // through the loop's exception handler (Python warns: RuntimeWarning) and
 // returns; the threads still busy then finish on their own. No timeout: waits
 // as long as it takes. Does nothing if no default executor was ever made.
+// Cancelled meanwhile, it still waits for its joining thread (at most the
+// timeout) before raising: that thread posts to the loop.
 Coro<void> shutdown_default_executor(
     std::optional<std::chrono::duration<double>> timeout = std::nullopt);
 
