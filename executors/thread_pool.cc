@@ -73,6 +73,7 @@ void ThreadPoolExecutor::execute(absl::AnyInvocable<void()> work) {
   if (static_cast<size_t>(s.idle) < s.queue.size() &&
       s.threads.size() < static_cast<size_t>(max_workers_)) {
     s.threads.emplace_back([state = state_] { worker_main(*state); });
+    ++s.running;
   }
   if (s.idle > 0) s.cv.notify_one();
 }
@@ -85,7 +86,11 @@ void ThreadPoolExecutor::worker_main(State& s) {
       s.cv.wait(lock);
       --s.idle;
     }
-    if (s.queue.empty()) return;  // shut down and drained
+    if (s.queue.empty()) {  // shut down and drained
+      --s.running;
+      s.exited.notify_all();
+      return;
+    }
     absl::AnyInvocable<void()> work = std::move(s.queue.front());
     s.queue.pop_front();
     lock.unlock();
@@ -93,6 +98,34 @@ void ThreadPoolExecutor::worker_main(State& s) {
     work = nullptr;  // release what the job captured, outside the lock
     lock.lock();
   }
+}
+
+bool ThreadPoolExecutor::shutdown_with_timeout(std::chrono::duration<double> timeout) {
+  State& s = *state_;
+  {
+    std::unique_lock<std::mutex> lock(s.mu);
+    s.shutdown = true;
+    s.cv.notify_all();
+    // Called from one of our own jobs: that thread cannot exit while it waits.
+    const auto self = std::this_thread::get_id();
+    const int own = static_cast<int>(
+        std::count_if(s.threads.begin(), s.threads.end(),
+                      [self](const std::thread& t) { return t.get_id() == self; }));
+    const auto all_exited = [&s, own] { return s.running == own; };
+    // Beyond a few years the wait is as good as unbounded, and the deadline
+    // arithmetic would overflow.
+    constexpr std::chrono::duration<double> kUnbounded(1e8);
+    if (!(timeout < kUnbounded)) {
+      s.exited.wait(lock, all_exited);
+    } else if (!s.exited.wait_for(lock,
+                                  std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                      std::max(timeout, decltype(timeout)::zero())),
+                                  all_exited)) {
+      return false;
+    }
+  }
+  shutdown(/*wait=*/true);  // every thread is out of worker_main: joins at once
+  return true;
 }
 
 void ThreadPoolExecutor::shutdown(bool wait, bool cancel_futures) {

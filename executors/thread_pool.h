@@ -69,6 +69,9 @@ class ThreadPoolExecutor : public Executor {
   // started is dropped and its futures cancelled. wait: blocks until every
   // thread has finished the queue and exited. Idempotent.
   void shutdown(bool wait = true, bool cancel_futures = false) override;
+  // shutdown(wait=true) waiting at most `timeout` for the threads to finish;
+  // false if some were still busy then (see Executor::shutdown_with_timeout).
+  bool shutdown_with_timeout(std::chrono::duration<double> timeout) override;
 
   int max_workers() const { return max_workers_; }
   // Threads started so far.
@@ -82,6 +85,8 @@ class ThreadPoolExecutor : public Executor {
     std::condition_variable cv;
     std::deque<absl::AnyInvocable<void()>> queue;
     std::vector<std::thread> threads;
+    std::condition_variable exited;  // a thread left worker_main
+    int running = 0;                 // threads not yet out of worker_main
     int idle = 0;
     bool shutdown = false;
   };

@@ -24,6 +24,7 @@ class AsyncGenerator {
  public:
   class promise_type {
    public:
+    using asyncio_async_generator_promise = void;  // for get_stack
     static void* operator new(std::size_t size) { return pool_allocate(size); }
     static void operator delete(void* p, std::size_t size) noexcept { pool_deallocate(p, size); }
 

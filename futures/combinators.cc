@@ -174,48 +174,6 @@ Coro<void> sleep_seconds(double seconds) {
 }
 
 // ---------------------------------------------------------------------------
-// asyncio.run's cleanup
-
-namespace {
-
-void cancel_all_tasks(EventLoop& loop) {
-  TaskRegistry* registry = TaskRegistry::find(loop);
-  if (registry == nullptr) return;
-  std::vector<AnyTask> tasks = registry->pending_tasks();
-  if (tasks.empty()) return;
-  for (AnyTask& t : tasks) t.cancel();
-  size_t remaining = tasks.size();
-  for (AnyTask& t : tasks) {
-    Access::as_future(t).add_done_callback([&remaining, &loop](Future<void>&) {
-      if (--remaining == 0) loop.stop();
-    });
-  }
-  loop.run_forever();
-  for (AnyTask& t : tasks) {
-    if (!t.done() || t.cancelled()) continue;
-    if (std::exception_ptr exc = t.exception()) {
-      loop.call_exception_handler(
-          {"unhandled exception during asyncio.run() shutdown", exc, t.get_name(), ""});
-    }
-  }
-}
-
-}  // namespace
-
-void finish_run(EventLoop& loop) noexcept {
-  try {
-    cancel_all_tasks(loop);
-    if (TaskRegistry* registry = TaskRegistry::find(loop)) registry->close_generators();
-    if (const auto& executor = loop.default_executor()) executor->shutdown(/*wait=*/true);
-  } catch (...) {
-    loop.call_exception_handler(
-        {"error while finishing asyncio::run()", std::current_exception(), "", ""});
-  }
-  set_event_loop(nullptr);
-  loop.close();
-}
-
-// ---------------------------------------------------------------------------
 // TaskGroup
 
 struct TaskGroupState {

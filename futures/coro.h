@@ -44,8 +44,10 @@ class [[nodiscard]] Coro {
       if (!h || h.done()) throw std::logic_error("Coro awaited twice or empty");
       return false;
     }
-    std::coroutine_handle<> await_suspend(std::coroutine_handle<> parent) noexcept {
+    template <class P>
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<P> parent) noexcept {
       h.promise().link_ = parent;
+      if constexpr (!futures_internal::is_coro_promise<P>) h.promise().parent_unknown_ = true;
       return h;
     }
     T await_resume() { return h.promise().take_result(); }

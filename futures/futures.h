@@ -23,7 +23,11 @@
 // sleep; the traits iscoroutine, isfuture, await_result_t.
 #include "futures/task.h"
 
-// run and run_until_complete: drive a loop until a coroutine is done.
+// repr, get_stack, print_stack: looking at tasks.
+#include "futures/introspection.h"
+
+// run, Runner and run_until_complete: drive a loop until a coroutine is done;
+// shutdown_default_executor.
 #include "futures/run.h"
 
 // gather, wait, wait_for, shield, as_completed.

@@ -1,12 +1,16 @@
-// run and run_until_complete: the entry points that drive an event loop
-// until a coroutine is done.
+// run, Runner and run_until_complete: the entry points that drive an event
+// loop until a coroutine is done; shutdown_default_executor.
 //
 //   asyncio::Coro<int> main_coro() { co_await asyncio::sleep(10ms); co_return 42; }
 //   int main() { return asyncio::run(main_coro()) == 42 ? 0 : 1; }
 #pragma once
 
+#include <chrono>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 
 #include "futures/coro.h"
@@ -45,25 +49,103 @@ auto run_until_complete(EventLoop& loop, A&& aw) -> await_result_t<A> {
   return future.result();
 }
 
-// Options of run(); debug: the new loop's debug mode (EventLoop::set_debug).
+// Builds the loop of a Runner or run() (asyncio's loop_factory argument).
+using LoopFactory = std::function<std::unique_ptr<EventLoop>()>;
+
+// asyncio's constants.THREAD_JOIN_TIMEOUT: how long run() and Runner::close()
+// wait for the default executor's threads before warning and going on.
+inline constexpr std::chrono::duration<double> kThreadJoinTimeout{300.0};
+
+// The options of run() and Runner, asyncio.run(main, *, debug=None,
+// loop_factory=None) and asyncio.Runner(*, debug=None, loop_factory=None):
+//   debug: the loop's debug mode (EventLoop::set_debug); unset leaves the
+//     loop's own setting.
+//   loop_factory: builds the loop; unset: new_event_loop(), which then also
+//     becomes this thread's event loop (set_event_loop) until closed, as in
+//     asyncio; a factory's loop does not.
+//   executor_shutdown_timeout: the timeout of shutdown_default_executor when
+//     closing (asyncio hard-codes 300 s; a test wants less).
 struct RunOptions {
-  bool debug = false;
+  std::optional<bool> debug = std::nullopt;
+  LoopFactory loop_factory = nullptr;
+  std::chrono::duration<double> executor_shutdown_timeout = kThreadJoinTimeout;
+};
+
+// asyncio.Runner: runs several top-level coroutines, in turn, on one loop.
+//
+//   with asyncio.Runner() as runner:        asyncio::Runner runner;
+//       runner.run(setup())                 runner.run(setup());
+//       runner.run(main())                  runner.run(main_coro());
+//
+// C++ has no `with`: the destructor closes the runner (RAII); close() does it
+// earlier. The loop is made on the first run() or get_loop().
+class Runner {
+ public:
+  explicit Runner(RunOptions options = {});
+  Runner(const Runner&) = delete;
+  Runner& operator=(const Runner&) = delete;
+  ~Runner() { close(); }
+
+  // Runner.run(coro): runs `coro` as a task on the runner's loop until done
+  // and returns its result (or throws its exception). std::runtime_error if
+  // the runner is closed or a loop is running on this thread;
+  // std::invalid_argument for an empty Coro.
+  template <class T>
+  T run(Coro<T> coro) {
+    if (!coro.valid()) throw std::invalid_argument("Runner.run(): a coroutine was expected");
+    if (running_loop_or_null() != nullptr) {
+      throw std::runtime_error("Runner.run() cannot be called from a running event loop");
+    }
+    return run_until_complete(get_loop(), std::move(coro));
+  }
+
+  // Runner.close(): cancels the tasks left, closes the async generators,
+  // shuts the default executor down (shutdown_default_executor with the
+  // options' timeout) and closes the loop. Does nothing unless the loop was
+  // made and is still open, as asyncio's. Never throws: errors go to the
+  // loop's exception handler.
+  void close() noexcept;
+
+  // Runner.get_loop(): the loop, made now if need be. std::runtime_error
+  // ("Runner is closed") after close().
+  EventLoop& get_loop();
+
+ private:
+  enum class State { kCreated, kInitialized, kClosed };
+  State state_ = State::kCreated;
+  RunOptions options_;
+  std::unique_ptr<EventLoop> loop_;
+  bool set_event_loop_ = false;
 };
 
 // Runs `main` on a new event loop and returns its result: asyncio.run().
+// The loop is closed on the way out (see Runner::close()).
 template <class T>
 T run(Coro<T> main, RunOptions options = {}) {
   if (running_loop_or_null() != nullptr) {
     throw std::runtime_error("asyncio::run() cannot be called from a running event loop");
   }
-  std::unique_ptr<EventLoop> loop = new_event_loop();
-  loop->set_debug(options.debug);
-  set_event_loop(loop.get());
-  struct Finish {
-    EventLoop& loop;
-    ~Finish() { futures_internal::finish_run(loop); }
-  } finish{*loop};
-  return run_until_complete(*loop, std::move(main));
+  Runner runner(std::move(options));
+  return runner.run(std::move(main));
 }
+
+// asyncio.run(main, loop_factory=factory).
+template <class T, class Factory>
+requires std::is_invocable_r_v<std::unique_ptr<EventLoop>, Factory&> T run(Coro<T> main,
+                                                                           Factory loop_factory) {
+  return run(std::move(main), RunOptions{.loop_factory = std::move(loop_factory)});
+}
+
+// loop.shutdown_default_executor(timeout=None), on the running loop: shuts
+// the default executor down and waits for its threads, the loop running
+// meanwhile (work that reports back to the loop can finish). After `timeout`
+// it reports "The executor did not finishing joining its threads within ..."
+// through the loop's exception handler (Python warns: RuntimeWarning) and
+// returns; the threads still busy then finish on their own. No timeout: waits
+// as long as it takes. Does nothing if no default executor was ever made.
+// Cancelled meanwhile, it still waits for its joining thread (at most the
+// timeout) before raising: that thread posts to the loop.
+Coro<void> shutdown_default_executor(
+    std::optional<std::chrono::duration<double>> timeout = std::nullopt);
 
 }  // namespace asyncio

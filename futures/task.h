@@ -141,6 +141,11 @@ auto ensure_future(A&& aw) {
 std::optional<AnyTask> current_task();
 // The running loop's tasks that are not done yet.
 std::vector<AnyTask> all_tasks();
+// asyncio.current_task(loop) and all_tasks(loop), for a given loop: a loop
+// that is not running on this thread has no current task (its tasks run on
+// its own thread, if any).
+std::optional<AnyTask> current_task(EventLoop& loop);
+std::vector<AnyTask> all_tasks(EventLoop& loop);
 
 // ---------------------------------------------------------------------------
 // Sleeping

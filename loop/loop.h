@@ -90,6 +90,17 @@ class Executor {
   // Runs `work` on some other thread, eventually.
   virtual void execute(absl::AnyInvocable<void()> work) = 0;
   virtual void shutdown(bool wait = true, bool cancel_futures = false) = 0;
+  // shutdown(wait=true) that waits at most `timeout` for the threads to
+  // finish their work (the wait of loop.shutdown_default_executor(timeout)).
+  // Returns false if some were still busy then: they are left running, finish
+  // on their own, and a later shutdown(wait=true) joins them. An infinite
+  // timeout waits as long as it takes; so does this default, for executors
+  // that cannot bound the wait.
+  virtual bool shutdown_with_timeout(std::chrono::duration<double> timeout) {
+    (void)timeout;
+    shutdown(/*wait=*/true);
+    return true;
+  }
 };
 
 // Per-loop state owned by a higher layer (the task registry of //futures, a

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <coroutine>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -19,6 +20,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -203,6 +205,15 @@ class TaskCore : public FutureStateBase, public Runnable {
 
   // For nested frames: the awaiting parent; for a task root: where to resume.
   std::coroutine_handle<> link_;
+  // A nested frame awaited by a coroutine whose promise is not a TaskCore (an
+  // async generator's, another library's): the walk of get_stack stops here.
+  // Set only on that rare path, never cleared: a Coro is awaited once.
+  bool parent_unknown_ = false;
+
+  // --- introspection (get_stack, repr); cold paths --------------------------
+  FutureStateBase* waiting_on() const noexcept { return waiting_on_; }
+  bool started() const noexcept { return started_; }
+  bool cancel_requested() const noexcept { return must_cancel_ || num_cancels_requested_ > 0; }
 
  protected:
   ~TaskCore() override;
@@ -254,12 +265,45 @@ class TaskRegistry final : public LoopExtension {
   void remove_generator(GeneratorControl* gen) noexcept;
   void close_generators();
   EventLoop& loop() const { return loop_; }
+  // get_stack's view of frames that are not Coro frames.
+  bool is_generator_frame(const void* frame) const noexcept;
+  void note_foreign_resume_point(const TaskCore* task, const void* frame);
+  bool is_foreign_resume_point(const TaskCore* task, const void* frame) const noexcept;
 
  private:
   EventLoop& loop_;
   TaskCore* head_ = nullptr;
   GeneratorControl* generators_ = nullptr;
+  // The last frame of another coroutine library each task suspended in (rare;
+  // a stale entry only makes get_stack stop early).
+  std::unordered_map<const TaskCore*, const void*> foreign_resume_points_;
 };
+
+// Whether a coroutine whose promise is P is a Coro frame (a TaskCore at the
+// promise's usual place: get_stack reads its link_), an async generator's
+// (the registry knows those) or something else.
+template <class P>
+consteval bool coro_promise_check() {
+  if constexpr (std::is_base_of_v<TaskCore, P>) {
+    return alignof(P) <= alignof(std::max_align_t);
+  } else {
+    return false;  // also P = void: a type-erased handle
+  }
+}
+template <class P>
+constexpr bool is_coro_promise = coro_promise_check<P>();
+template <class P>
+constexpr bool is_generator_promise = requires {
+  typename P::asyncio_async_generator_promise;
+};
+
+// Suspensions in a frame that is neither (rare) are noted for get_stack.
+template <class P>
+void note_resume_point(TaskCore& task, std::coroutine_handle<P> h) {
+  if constexpr (!is_coro_promise<P> && !is_generator_promise<P>) {
+    TaskRegistry::of(task.loop()).note_foreign_resume_point(&task, h.address());
+  }
+}
 
 // The task whose step is running on this thread, or null.
 TaskCore* current_task_core() noexcept;
@@ -289,7 +333,8 @@ struct FutureAwaiter {
     if (node.linked()) state->remove_callback(&node);
   }
   bool await_ready() const noexcept { return state->done(); }
-  void await_suspend(std::coroutine_handle<> h) {
+  template <class P>
+  void await_suspend(std::coroutine_handle<P> h) {
     TaskCore& task = current_task_core_or_throw();
     // Neither would ever wake the task: its own completion, or a future whose
     // callbacks run on another loop's thread.
@@ -298,6 +343,7 @@ struct FutureAwaiter {
     }
     node.task = &task;
     state->add_callback(&node);
+    note_resume_point(task, h);
     task.suspend_on(state, h);
   }
   T await_resume() {
@@ -313,8 +359,10 @@ struct FutureAwaiter {
 // co_await asyncio::sleep(0): gives up the loop for one iteration.
 struct YieldAwaiter {
   bool await_ready() const noexcept { return false; }
-  void await_suspend(std::coroutine_handle<> h) {
+  template <class P>
+  void await_suspend(std::coroutine_handle<P> h) {
     task = &current_task_core_or_throw();
+    note_resume_point(*task, h);
     task->suspend_yield(h);
   }
   void await_resume() { task->resumed(); }
@@ -431,10 +479,6 @@ struct AwaitResult<Task<T>> {
 };
 
 Coro<void> sleep_seconds(double seconds);
-
-// asyncio.run's cleanup: cancels what is left, closes async generators,
-// shuts the default executor down, closes the loop. Never throws.
-void finish_run(EventLoop& loop) noexcept;
 
 }  // namespace futures_internal
 }  // namespace asyncio
