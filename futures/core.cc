@@ -202,7 +202,15 @@ TaskRegistry& TaskRegistry::of(EventLoop& loop) {
 }
 
 struct TaskFactorySlot {
+  explicit TaskFactorySlot(TaskFactory f) : factory(std::move(f)) {
+    using Fn = AnyTask (*)(EventLoop&, AnyCoro, TaskOptions);
+    const Fn* fn = factory.target<Fn>();
+    is_eager_task_factory = fn != nullptr && *fn == &eager_task_factory;
+  }
   TaskFactory factory;
+  // eager_task_factory itself: create_task does what it would without the
+  // calls through std::function, AnyCoro and AnyTask.
+  bool is_eager_task_factory;
 };
 
 TaskRegistry::TaskRegistry(EventLoop& loop) : loop_(loop) {}
@@ -445,8 +453,11 @@ TaskCore* start_through_factory(TaskRegistry& registry, TaskCore& core,
 TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<> root,
                          std::string&& name, std::optional<bool> eager_start) {
   TaskRegistry& registry = TaskRegistry::of(loop);
-  if (registry.task_factory() != nullptr) [[unlikely]] {
-    return start_through_factory(registry, core, root, {std::move(name), eager_start});
+  if (TaskFactorySlot* factory = registry.task_factory()) [[unlikely]] {
+    if (!factory->is_eager_task_factory) {
+      return start_through_factory(registry, core, root, {std::move(name), eager_start});
+    }
+    eager_start = eager_start.value_or(true);
   }
   core.start_task(registry, std::move(name), root, eager_start.value_or(false));
   return &core;

@@ -305,6 +305,28 @@ TEST(TaskFactoryTest, EagerTaskFactoryMakesCreateTaskEager) {
   }());
 }
 
+// eager_task_factory called from another factory: the general path, with
+// the same result as installing it directly.
+TEST(TaskFactoryTest, EagerTaskFactoryInsideAnotherFactory) {
+  run([]() -> Coro<void> {
+    int created = 0;
+    set_task_factory(get_running_loop(),
+                     [&created](EventLoop& loop, AnyCoro coro, TaskOptions options) {
+                       ++created;
+                       return eager_task_factory(loop, std::move(coro), std::move(options));
+                     });
+    Task<int> t = create_task(answer(nullptr), "wrapped");
+    EXPECT_TRUE(t.done());
+    EXPECT_EQ(t.get_name(), "wrapped");
+    EXPECT_EQ(t.result(), 42);
+    Task<int> lazy = create_task(answer(nullptr), TaskOptions{.eager_start = false});
+    EXPECT_FALSE(lazy.done());
+    EXPECT_EQ(co_await lazy, 42);
+    EXPECT_EQ(created, 2);
+    set_task_factory(get_running_loop(), nullptr);
+  }());
+}
+
 TEST(TaskFactoryTest, CustomFactoryNamesAndCountsTasks) {
   run([]() -> Coro<void> {
     int created = 0;
