@@ -69,8 +69,9 @@ TaskFactory counting_factory(int& created) {
 TEST(EagerTaskTest, CompletesInsideCreateTask) {
   run([]() -> Coro<void> {
     std::vector<std::string> log;
-    Task<int> t = create_task(answer(&log), eager());
+    Task<int> t = create_task(answer(&log), {.name = "eager", .eager_start = true});
     log.push_back("after create_task");
+    EXPECT_EQ(t.get_name(), "eager");
     EXPECT_EQ(log, (std::vector<std::string>{"body", "after create_task"}));
     EXPECT_TRUE(t.done());
     EXPECT_EQ(t.result(), 42);

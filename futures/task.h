@@ -11,6 +11,7 @@
 #pragma once
 
 #include <chrono>
+#include <concepts>
 #include <exception>
 #include <functional>
 #include <optional>
@@ -150,9 +151,17 @@ Task<T> create_task(EventLoop& loop, Coro<T> coro, TaskOptions options) {
   return futures_internal::create_task_on(loop, coro, std::move(options.name), options.eager_start);
 }
 
+// The name as a plain argument, as before TaskOptions existed. A template,
+// so that a braced list ({.name = ...}) can only mean TaskOptions.
+template <class T, std::convertible_to<std::string> Name>
+Task<T> create_task(EventLoop& loop, Coro<T> coro, Name&& name) {
+  return futures_internal::create_task_on(loop, coro, std::string(std::forward<Name>(name)),
+                                          std::nullopt);
+}
+
 template <class T>
-Task<T> create_task(EventLoop& loop, Coro<T> coro, std::string name = "") {
-  return futures_internal::create_task_on(loop, coro, std::move(name), std::nullopt);
+Task<T> create_task(EventLoop& loop, Coro<T> coro) {
+  return futures_internal::create_task_on(loop, coro, std::string(), std::nullopt);
 }
 
 // The same on the running loop.
@@ -162,9 +171,15 @@ Task<T> create_task(Coro<T> coro, TaskOptions options) {
                                           options.eager_start);
 }
 
+template <class T, std::convertible_to<std::string> Name>
+Task<T> create_task(Coro<T> coro, Name&& name) {
+  return futures_internal::create_task_on(get_running_loop(), coro,
+                                          std::string(std::forward<Name>(name)), std::nullopt);
+}
+
 template <class T>
-Task<T> create_task(Coro<T> coro, std::string name = "") {
-  return futures_internal::create_task_on(get_running_loop(), coro, std::move(name), std::nullopt);
+Task<T> create_task(Coro<T> coro) {
+  return futures_internal::create_task_on(get_running_loop(), coro, std::string(), std::nullopt);
 }
 
 // Coro -> a new Task on the running loop; a Future or Task is returned as is.
