@@ -201,6 +201,24 @@ TaskRegistry& TaskRegistry::of(EventLoop& loop) {
   return *registry;
 }
 
+struct TaskFactorySlot {
+  explicit TaskFactorySlot(TaskFactory f) : factory(std::move(f)) {
+    using Fn = AnyTask (*)(EventLoop&, AnyCoro, TaskOptions);
+    const Fn* fn = factory.target<Fn>();
+    is_eager_task_factory = fn != nullptr && *fn == &eager_task_factory;
+  }
+  TaskFactory factory;
+  // eager_task_factory itself: create_task does what it would without the
+  // calls through std::function, AnyCoro and AnyTask.
+  bool is_eager_task_factory;
+};
+
+TaskRegistry::TaskRegistry(EventLoop& loop) : loop_(loop) {}
+
+void TaskRegistry::set_task_factory(std::unique_ptr<TaskFactorySlot> factory) noexcept {
+  task_factory_ = std::move(factory);
+}
+
 TaskRegistry* TaskRegistry::find(EventLoop& loop) {
   return static_cast<TaskRegistry*>(loop.extension(registry_slot()));
 }
@@ -300,15 +318,31 @@ void TaskCore::set_name(std::string name) {
 
 std::string TaskCore::description() const { return is_task_ ? name() : "Future"; }
 
-void TaskCore::start_task(EventLoop& loop, std::string name, std::coroutine_handle<> root) {
+void TaskCore::start_task(TaskRegistry& registry, std::string&& name, std::coroutine_handle<> root,
+                          bool eager) {
+  EventLoop& loop = registry.loop();
   loop_ = &loop;
   is_task_ = true;
   link_ = root;
   id_ = g_task_counter.fetch_add(1, std::memory_order_relaxed) + 1;
   if (!name.empty()) extra_name_ = std::make_unique<std::string>(std::move(name));
   refs_ = 2;  // the returned Task handle, and the task's own until it completes
-  TaskRegistry::of(loop).add(this);
+  registry.add(this);
+  // As Python: a loop that is not running has nowhere to come back to.
+  if (eager && loop.is_running()) [[unlikely]] {
+    step_eagerly();
+    return;
+  }
   loop.schedule(*this);
+}
+
+void TaskCore::step_eagerly() {
+  started_ = true;
+  // The task's own reference keeps the frame alive through the step; the
+  // creator's task becomes current again after it, done or suspended.
+  TaskCore* previous = std::exchange(t_current_task, this);
+  link_.resume();
+  t_current_task = previous;
 }
 
 bool TaskCore::cancel(std::string_view message) {
@@ -399,9 +433,79 @@ void TaskCore::abandon() noexcept {
 }
 
 // ---------------------------------------------------------------------------
-// Current and all tasks
+// Starting tasks, task factories
+
+namespace {
+
+TaskCore* start_through_factory(TaskRegistry& registry, TaskCore& core,
+                                std::coroutine_handle<> root, TaskOptions options) {
+  // A copy: the factory may replace itself (set_task_factory) while it runs.
+  TaskFactory factory = registry.task_factory()->factory;
+  AnyTask task = factory(registry.loop(), Access::any_coro(root, &core), std::move(options));
+  if (Access::core(task) != &core) {
+    throw std::logic_error("the task factory must return the task made from the coroutine it got");
+  }
+  return Access::release(std::move(task));
+}
+
+}  // namespace
+
+TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<> root,
+                         std::string&& name, std::optional<bool> eager_start) {
+  TaskRegistry& registry = TaskRegistry::of(loop);
+  if (TaskFactorySlot* factory = registry.task_factory()) [[unlikely]] {
+    if (!factory->is_eager_task_factory) {
+      return start_through_factory(registry, core, root, {std::move(name), eager_start});
+    }
+    eager_start = eager_start.value_or(true);
+  }
+  core.start_task(registry, std::move(name), root, eager_start.value_or(false));
+  return &core;
+}
 
 }  // namespace futures_internal
+
+AnyTask::AnyTask(AnyCoro coro, EventLoop& loop, TaskOptions options) : core_(nullptr) {
+  if (loop.is_closed()) throw std::runtime_error("Event loop is closed");
+  if (!coro.valid()) throw std::invalid_argument("Task: empty coroutine");
+  auto [root, core] = futures_internal::Access::release(std::move(coro));
+  // start_task leaves one reference for this handle.
+  core->start_task(futures_internal::TaskRegistry::of(loop), std::move(options.name), root,
+                   options.eager_start.value_or(false));
+  core_ = core;
+}
+
+void set_task_factory(EventLoop& loop, TaskFactory factory) {
+  auto& registry = futures_internal::TaskRegistry::of(loop);
+  if (!factory) {
+    registry.set_task_factory(nullptr);
+    return;
+  }
+  registry.set_task_factory(
+      std::make_unique<futures_internal::TaskFactorySlot>(std::move(factory)));
+}
+
+TaskFactory get_task_factory(EventLoop& loop) {
+  auto* registry = futures_internal::TaskRegistry::find(loop);
+  if (registry == nullptr || registry->task_factory() == nullptr) return nullptr;
+  return registry->task_factory()->factory;
+}
+
+AnyTask eager_task_factory(EventLoop& loop, AnyCoro coro, TaskOptions options) {
+  if (!options.eager_start) options.eager_start = true;
+  return AnyTask(std::move(coro), loop, std::move(options));
+}
+
+TaskFactory create_eager_task_factory(TaskConstructor custom_task_constructor) {
+  return [construct = std::move(custom_task_constructor)](EventLoop& loop, AnyCoro coro,
+                                                          TaskOptions options) {
+    if (!options.eager_start) options.eager_start = true;
+    return construct(std::move(coro), loop, std::move(options));
+  };
+}
+
+// ---------------------------------------------------------------------------
+// Current and all tasks
 
 std::optional<AnyTask> current_task() {
   futures_internal::TaskCore* core = futures_internal::current_task_core();

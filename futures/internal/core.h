@@ -35,10 +35,14 @@ class Future;
 template <class T>
 class Task;
 class AnyTask;
+class AnyCoro;
+struct TaskOptions;
 
 namespace futures_internal {
 
 class FutureStateBase;
+class TaskRegistry;
+struct TaskFactorySlot;
 
 // A node in a future's list of done-callbacks. `fire` is called once, when
 // the future completes, after the node is unlinked; it must only schedule
@@ -175,8 +179,10 @@ class TaskCore : public FutureStateBase, public Runnable {
   bool cancel(std::string_view message) override;  // Task.cancel()
   std::string description() const override;
 
-  // Makes this frame a task's root on `loop` and schedules its first step.
-  void start_task(EventLoop& loop, std::string name, std::coroutine_handle<> root);
+  // Makes this frame a task's root on `registry`'s loop and schedules its
+  // first step, or, when `eager` and the loop is running, runs that step now.
+  void start_task(TaskRegistry& registry, std::string&& name, std::coroutine_handle<> root,
+                  bool eager);
   bool is_task() const noexcept { return is_task_; }
   std::string name() const;
   void set_name(std::string name);
@@ -221,6 +227,7 @@ class TaskCore : public FutureStateBase, public Runnable {
  private:
   friend class TaskRegistry;
   static void step(Runnable* self, bool discard);
+  void step_eagerly();
   [[noreturn]] void throw_pending_cancel();
   std::string cancel_message() const;
   void complete(Status status, std::exception_ptr exc) noexcept;
@@ -238,8 +245,6 @@ class TaskCore : public FutureStateBase, public Runnable {
   bool started_ = false;
 };
 
-class TaskRegistry;
-
 // An async generator's frame as its loop sees it: shutdown_asyncgens and the
 // loop's teardown close it through this. Owned by the AsyncGenerator.
 struct GeneratorControl : Pooled {
@@ -254,7 +259,7 @@ struct GeneratorControl : Pooled {
 // Per-loop list of pending tasks (all_tasks) and live async generators.
 class TaskRegistry final : public LoopExtension {
  public:
-  explicit TaskRegistry(EventLoop& loop) : loop_(loop) {}
+  explicit TaskRegistry(EventLoop& loop);
   ~TaskRegistry() override;
   static TaskRegistry& of(EventLoop& loop);    // created on first use
   static TaskRegistry* find(EventLoop& loop);  // or null
@@ -269,9 +274,13 @@ class TaskRegistry final : public LoopExtension {
   bool is_generator_frame(const void* frame) const noexcept;
   void note_foreign_resume_point(const TaskCore* task, const void* frame);
   bool is_foreign_resume_point(const TaskCore* task, const void* frame) const noexcept;
+  // set_task_factory's factory, or null: the one check create_task pays.
+  TaskFactorySlot* task_factory() const noexcept { return task_factory_.get(); }
+  void set_task_factory(std::unique_ptr<TaskFactorySlot> factory) noexcept;
 
  private:
   EventLoop& loop_;
+  std::unique_ptr<TaskFactorySlot> task_factory_;
   TaskCore* head_ = nullptr;
   GeneratorControl* generators_ = nullptr;
   // The last frame of another coroutine library each task suspended in (rare;
@@ -449,6 +458,12 @@ struct Access {
   static AnyTask any_task(TaskCore* core) noexcept;
   // A new reference to `task`, as a Future<void> (its result type erased).
   static Future<void> as_future(const AnyTask& task) noexcept;
+  // Gives up `task`'s reference to its core (the caller adopts it).
+  static TaskCore* release(AnyTask&& task) noexcept;
+  // Takes ownership of a coroutine frame that is not a task yet.
+  static AnyCoro any_coro(std::coroutine_handle<> frame, TaskCore* core) noexcept;
+  // Gives up `coro`'s frame; null core if it was empty.
+  static std::pair<std::coroutine_handle<>, TaskCore*> release(AnyCoro&& coro) noexcept;
 };
 
 // Traits behind iscoroutine, isfuture and await_result_t.
@@ -479,6 +494,14 @@ struct AwaitResult<Task<T>> {
 };
 
 Coro<void> sleep_seconds(double seconds);
+
+// create_task's work after its checks: hands the frame to the loop's task
+// factory if one is set, else makes it a task (eagerly if asked). Returns the
+// task's core with one reference for the caller's handle.
+// The name is taken by rvalue reference all the way down: moving strings
+// around is a measurable part of a task's creation.
+TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<> root,
+                         std::string&& name, std::optional<bool> eager_start);
 
 }  // namespace futures_internal
 }  // namespace asyncio

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -111,6 +112,66 @@ void create_task_await(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kTasks);
 }
 BENCHMARK(create_task_await)->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// Eager tasks: the same trivial coroutines, scheduled (mode 0) or started
+// inside create_task (mode 1: eager_start = true; mode 2: through
+// eager_task_factory, which adds the task factory's call).
+enum EagerMode : int64_t { kScheduled = 0, kEagerStart = 1, kEagerFactory = 2 };
+
+TaskOptions eager_mode_options(int64_t mode) {
+  return {.eager_start = mode == kEagerStart ? std::optional<bool>(true) : std::nullopt};
+}
+
+// Runs `workload(kTasks, mode)` once per iteration, mode from the argument.
+void run_in_eager_mode(benchmark::State& state, Coro<int64_t> (*workload)(int64_t, int64_t)) {
+  const int64_t mode = state.range(0);
+  auto loop = new_event_loop();
+  set_task_factory(*loop, mode == kEagerFactory ? TaskFactory(eager_task_factory) : nullptr);
+  for (auto _ : state) benchmark::DoNotOptimize(run_until_complete(*loop, workload(kTasks, mode)));
+  state.SetItemsProcessed(state.iterations() * kTasks);
+}
+
+void eager_modes(benchmark::internal::Benchmark* b) {
+  b->ArgName("mode")->Arg(kScheduled)->Arg(kEagerStart)->Arg(kEagerFactory);
+  b->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+Coro<int64_t> create_and_await_tasks_in_mode(int64_t n, int64_t mode) {
+  int64_t sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    sum += co_await create_task(trivial(static_cast<int>(i)), eager_mode_options(mode));
+  }
+  co_return sum;
+}
+
+// create_task + co_await, one at a time: a scheduled task costs the creator a
+// loop round trip; an eager one is done before create_task returns.
+void create_task_await_eager(benchmark::State& state) {
+  run_in_eager_mode(state, create_and_await_tasks_in_mode);
+}
+BENCHMARK(create_task_await_eager)->Apply(eager_modes);
+
+Coro<int64_t> create_batches_then_await(int64_t n, int64_t mode) {
+  constexpr int64_t batch = 1000;
+  int64_t sum = 0;
+  std::vector<Task<int>> tasks;
+  tasks.reserve(static_cast<size_t>(batch));
+  for (int64_t done = 0; done < n; done += batch) {
+    for (int64_t i = 0; i < batch; ++i) {
+      tasks.push_back(create_task(trivial(static_cast<int>(i)), eager_mode_options(mode)));
+    }
+    for (Task<int>& t : tasks) sum += co_await t;
+    tasks.clear();
+  }
+  co_return sum;
+}
+
+// Batches of 1000 tasks created, then awaited: scheduled tasks share loop
+// iterations, so this is the smaller of the two savings.
+void create_tasks_then_await_eager(benchmark::State& state) {
+  run_in_eager_mode(state, create_batches_then_await);
+}
+BENCHMARK(create_tasks_then_await_eager)->Apply(eager_modes);
 
 Coro<int64_t> await_coros(int64_t n) {
   int64_t sum = 0;
