@@ -64,7 +64,7 @@ struct JoinOnExit {
 Coro<void> shutdown_default_executor(std::optional<std::chrono::duration<double>> timeout) {
   using futures_internal::ExecutorJoin;
   EventLoop& loop = get_running_loop();
-  std::shared_ptr<Executor> executor = loop.default_executor();
+  std::shared_ptr<Executor> executor = loop.begin_default_executor_shutdown();
   if (!executor) co_return;
   auto state = std::make_shared<ExecutorJoin>(loop);
   const std::chrono::duration<double> wait =

@@ -194,7 +194,9 @@ requires std::is_invocable_r_v<std::unique_ptr<EventLoop>, Factory&> T run(Coro<
 // it reports "The executor did not finishing joining its threads within ..."
 // through the loop's exception handler (Python warns: RuntimeWarning) and
 // returns; the threads still busy then finish on their own. No timeout: waits
-// as long as it takes. Does nothing if no default executor was ever made.
+// as long as it takes. From its start on, the loop refuses to use a default
+// executor: run_in_executor(nullptr) and to_thread throw std::runtime_error
+// ("Executor shutdown has been called"), even if none was ever made.
 // Cancelled meanwhile, it still waits for its joining thread (at most the
 // timeout) before raising: that thread posts to the loop.
 Coro<void> shutdown_default_executor(
