@@ -156,8 +156,9 @@ SigintHandling::SigintHandling(EventLoop& loop, AnyTask main) {
   if ((previous.sa_flags & SA_SIGINFO) || previous.sa_handler != SIG_DFL) return;
   if (g_sigint_write_fd.load() >= 0) return;
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0)
-    throw std::system_error(errno, std::generic_category(), "pipe2");
+  // Without a pipe (no descriptor left), run without SIGINT handling, as
+  // asyncio does where signal.signal fails.
+  if (::pipe2(fds, O_CLOEXEC) != 0) return;
   // The handler must never block; the forwarder does, on the read end.
   ::fcntl(fds[1], F_SETFL, ::fcntl(fds[1], F_GETFL) | O_NONBLOCK);
   auto state = std::make_shared<State>(loop, std::move(main));
@@ -165,18 +166,24 @@ SigintHandling::SigintHandling(EventLoop& loop, AnyTask main) {
   state->write_fd = fds[1];
   // The loop outlives the run: `weak` turns a post that runs after it into
   // nothing. The thread itself ends before the state (the destructor joins).
-  state->forwarder =
-      std::thread([&loop = state->loop, read_fd = fds[0], weak = std::weak_ptr<State>(state)] {
-        char byte;
-        while (true) {
-          const ssize_t n = ::read(read_fd, &byte, 1);
-          if (n < 0 && errno == EINTR) continue;
-          if (n <= 0 || byte == 'q') return;
-          loop.call_soon_threadsafe([weak] {
-            if (std::shared_ptr<State> s = weak.lock()) s->on_interrupt();
-          });
-        }
-      });
+  try {
+    state->forwarder =
+        std::thread([&loop = state->loop, read_fd = fds[0], weak = std::weak_ptr<State>(state)] {
+          char byte;
+          while (true) {
+            const ssize_t n = ::read(read_fd, &byte, 1);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0 || byte == 'q') return;
+            loop.call_soon_threadsafe([weak] {
+              if (std::shared_ptr<State> s = weak.lock()) s->on_interrupt();
+            });
+          }
+        });
+  } catch (const std::system_error&) {  // no thread to be had: as without a pipe
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return;
+  }
   g_previous_sigint = previous;
   g_sigint_count.store(0);
   g_sigint_write_fd.store(fds[1]);
