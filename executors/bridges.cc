@@ -96,6 +96,8 @@ void BridgeRegistry::on_close() noexcept { close_all(); }
 BridgeRegistry::~BridgeRegistry() { close_all(); }
 
 Executor& default_executor(EventLoop& loop) {
+  if (loop.executor_shutdown_called())
+    throw std::runtime_error("Executor shutdown has been called");
   if (!loop.default_executor()) {
     loop.set_default_executor(std::make_shared<concurrent::ThreadPoolExecutor>());
   }

@@ -50,6 +50,9 @@ Future<T> wrap_future(concurrent::Future<T> source, EventLoop& loop) {
 // awaited as an asyncio Future. With a ProcessPoolExecutor, `fn` must be a
 // plain function (or a lambda without captures) and goes to its submit().
 // Cancelling the returned future cancels the job if it has not started.
+// std::runtime_error if the loop is closed, or for the default executor
+// once shutdown_default_executor() ran ("Executor shutdown has been called",
+// as asyncio 3.9+; see EventLoop::executor_shutdown_called).
 template <class F, class... A>
 auto run_in_executor(EventLoop& loop, Executor* executor, F fn, A... args)
     -> Future<std::invoke_result_t<F&, A&...>> {
@@ -70,7 +73,8 @@ auto run_in_executor(EventLoop& loop, Executor* executor, F fn, A... args)
 }
 
 // asyncio.to_thread(fn, *args): runs fn(args...) in the running loop's
-// default executor and returns its result.
+// default executor and returns its result (so refused, as run_in_executor,
+// after shutdown_default_executor()).
 template <class F, class... A>
 auto to_thread(F fn, A... args) -> Coro<std::invoke_result_t<F&, A&...>> {
   co_return co_await run_in_executor(get_running_loop(), nullptr, std::move(fn),

@@ -115,5 +115,72 @@ TEST(DefaultExecutorShutdownTest, ThreadPoolShutdownWithTimeoutFromItsOwnThread)
   EXPECT_TRUE(joined.result());
 }
 
+// What awaiting `aw` throws as std::runtime_error, or "" if nothing.
+template <class A>
+Coro<std::string> runtime_error_of(A aw) {
+  try {
+    co_await std::move(aw);
+  } catch (const std::runtime_error& e) {
+    co_return e.what();
+  }
+  co_return "";
+}
+
+// After loop.shutdown_default_executor(), asyncio refuses the default
+// executor (RuntimeError) and keeps accepting explicit ones.
+Coro<void> use_after_shutdown(bool make_default_first) {
+  EventLoop& loop = get_running_loop();
+  if (make_default_first) {
+    EXPECT_EQ(co_await to_thread([] { return 1; }), 1);
+  }
+  EXPECT_FALSE(loop.executor_shutdown_called());
+  co_await shutdown_default_executor();
+  EXPECT_TRUE(loop.executor_shutdown_called());
+  const std::string refused = "Executor shutdown has been called";
+  EXPECT_EQ(co_await runtime_error_of(to_thread([] { return 2; })), refused);
+  try {
+    (void)run_in_executor(loop, nullptr, [] { return 3; });
+    ADD_FAILURE() << "run_in_executor(default) accepted the job";
+  } catch (const std::runtime_error& e) {
+    EXPECT_EQ(std::string(e.what()), refused);
+  }
+  // Not even a new default executor lifts it, as in asyncio.
+  loop.set_default_executor(std::make_shared<concurrent::ThreadPoolExecutor>(1));
+  EXPECT_EQ(co_await runtime_error_of(to_thread([] { return 4; })), refused);
+  concurrent::ThreadPoolExecutor own(1);
+  EXPECT_EQ(co_await run_in_executor(loop, &own, [] { return 5; }), 5);
+}
+
+TEST(DefaultExecutorShutdownTest, TheDefaultExecutorIsRefusedAfterShutdown) {
+  run(use_after_shutdown(/*make_default_first=*/true));
+}
+
+TEST(DefaultExecutorShutdownTest, RefusedEvenIfNoDefaultExecutorWasMade) {
+  run(use_after_shutdown(/*make_default_first=*/false));
+}
+
+TEST(DefaultExecutorShutdownTest, RunnerCloseAndLoopCloseMarkTheShutdown) {
+  Runner runner;
+  EventLoop& loop = runner.get_loop();
+  EXPECT_EQ(runner.run(to_thread([] { return 6; })), 6);
+  runner.close();
+  EXPECT_TRUE(loop.executor_shutdown_called());
+  std::unique_ptr<EventLoop> other = new_event_loop();
+  other->close();
+  EXPECT_TRUE(other->executor_shutdown_called());
+}
+
+TEST(DefaultExecutorShutdownTest, ThreadPoolSubmitAfterShutdown) {
+  concurrent::ThreadPoolExecutor pool(1);
+  EXPECT_EQ(pool.submit([] { return 7; }).result(), 7);
+  pool.shutdown();
+  try {
+    (void)pool.submit([] { return 8; });
+    ADD_FAILURE() << "submit accepted a job after shutdown";
+  } catch (const std::runtime_error& e) {
+    EXPECT_EQ(std::string(e.what()), "cannot schedule new futures after shutdown");
+  }
+}
+
 }  // namespace
 }  // namespace asyncio

@@ -45,10 +45,12 @@ class ThreadPoolExecutor : public Executor {
   ThreadPoolExecutor(const ThreadPoolExecutor&) = delete;
   ThreadPoolExecutor& operator=(const ThreadPoolExecutor&) = delete;
 
-  // Runs `work` on a pool thread. std::runtime_error after shutdown.
+  // Runs `work` on a pool thread. After shutdown: std::runtime_error("cannot
+  // schedule new futures after shutdown"), as Python's submit raises.
   void execute(absl::AnyInvocable<void()> work) override;
 
-  // Schedules f(args...) and returns its future.
+  // Schedules f(args...) and returns its future (refused after shutdown, as
+  // execute).
   template <class F, class... A>
   auto submit(F f, A... args) -> Future<std::invoke_result_t<F&, A&...>> {
     using R = std::invoke_result_t<F&, A&...>;

@@ -49,6 +49,38 @@ auto run_until_complete(EventLoop& loop, A&& aw) -> await_result_t<A> {
   return future.result();
 }
 
+// Ctrl-C interrupted run() or Runner::run (Python's KeyboardInterrupt, see
+// Runner::run). Derives from std::exception only, as Python's is a
+// BaseException: `catch (const std::runtime_error&)` does not swallow it.
+class KeyboardInterrupt : public std::exception {
+ public:
+  const char* what() const noexcept override { return "KeyboardInterrupt"; }
+};
+
+namespace futures_internal {
+
+// Runner.run's SIGINT handling, for the length of one run (see Runner::run).
+// Does nothing unless on the main thread with SIGINT's disposition the
+// default one.
+class SigintHandling {
+ public:
+  SigintHandling(EventLoop& loop, AnyTask main);
+  SigintHandling(const SigintHandling&) = delete;
+  SigintHandling& operator=(const SigintHandling&) = delete;
+  // Puts the previous disposition back, if ours is still installed.
+  ~SigintHandling();
+  // Called in a catch block around the run: throws KeyboardInterrupt in
+  // place of the exception being handled if Ctrl-C caused it (a second
+  // Ctrl-C, or the main task cancelled by the first and not uncancelled).
+  void throw_if_interrupted();
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace futures_internal
+
 // Builds the loop of a Runner or run() (asyncio's loop_factory argument).
 using LoopFactory = std::function<std::unique_ptr<EventLoop>()>;
 
@@ -90,13 +122,33 @@ class Runner {
   // and returns its result (or throws its exception). std::runtime_error if
   // the runner is closed or a loop is running on this thread;
   // std::invalid_argument for an empty Coro.
+  //
+  // Ctrl-C, as asyncio 3.11+: on the main thread, while SIGINT has its
+  // default disposition, run() handles SIGINT for its duration. The first
+  // Ctrl-C cancels the main task, which can catch CancelledError and clean
+  // up; if it then ends cancelled, run() throws KeyboardInterrupt (a main
+  // task that swallows the cancellation returns normally). A second Ctrl-C
+  // makes run() throw KeyboardInterrupt at once, leaving the main task to
+  // close(). Python raises that one inside whatever code is running; C++
+  // cannot throw from a signal handler, so it takes effect when the loop
+  // next gets control: a coroutine that blocks the loop is not interrupted,
+  // but a third Ctrl-C then acts as before run() (the default kills the
+  // process). The previous disposition is put back when run() returns.
   template <class T>
   T run(Coro<T> coro) {
     if (!coro.valid()) throw std::invalid_argument("Runner.run(): a coroutine was expected");
     if (running_loop_or_null() != nullptr) {
       throw std::runtime_error("Runner.run() cannot be called from a running event loop");
     }
-    return run_until_complete(get_loop(), std::move(coro));
+    EventLoop& loop = get_loop();
+    Task<T> task = create_task(loop, std::move(coro));
+    futures_internal::SigintHandling sigint(loop, task);
+    try {
+      return run_until_complete(loop, task);
+    } catch (...) {
+      sigint.throw_if_interrupted();
+      throw;
+    }
   }
 
   // Runner.close(): cancels the tasks left, closes the async generators,
@@ -142,7 +194,9 @@ requires std::is_invocable_r_v<std::unique_ptr<EventLoop>, Factory&> T run(Coro<
 // it reports "The executor did not finishing joining its threads within ..."
 // through the loop's exception handler (Python warns: RuntimeWarning) and
 // returns; the threads still busy then finish on their own. No timeout: waits
-// as long as it takes. Does nothing if no default executor was ever made.
+// as long as it takes. From its start on, the loop refuses to use a default
+// executor: run_in_executor(nullptr) and to_thread throw std::runtime_error
+// ("Executor shutdown has been called"), even if none was ever made.
 // Cancelled meanwhile, it still waits for its joining thread (at most the
 // timeout) before raising: that thread posts to the loop.
 Coro<void> shutdown_default_executor(

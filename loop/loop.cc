@@ -784,6 +784,7 @@ void EventLoop::close() {
     if (*fd >= 0) ::close(*fd);
     *fd = -1;
   }
+  executor_shutdown_called_ = true;
   if (auto executor = std::move(default_executor_)) executor->shutdown(/*wait=*/false);
   name_resolver_.reset();
 }

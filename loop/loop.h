@@ -283,6 +283,18 @@ class EventLoop {
   // --- executor slot --------------------------------------------------------
   void set_default_executor(std::shared_ptr<Executor> executor);
   const std::shared_ptr<Executor>& default_executor() const { return default_executor_; }
+  // asyncio's _executor_shutdown_called: set by shutdown_default_executor
+  // (//futures, through begin_default_executor_shutdown) and by close(). From
+  // then on the default executor may not be used: run_in_executor(nullptr)
+  // and to_thread raise std::runtime_error("Executor shutdown has been
+  // called"), even after set_default_executor, as in asyncio.
+  bool executor_shutdown_called() const { return executor_shutdown_called_; }
+  // Sets executor_shutdown_called() and returns the default executor for the
+  // caller to shut down (null if none was ever made).
+  std::shared_ptr<Executor> begin_default_executor_shutdown() {
+    executor_shutdown_called_ = true;
+    return default_executor_;
+  }
 
   // --- name resolution ------------------------------------------------------
   // Null: none installed (transports then use the system resolver).
@@ -371,6 +383,7 @@ class EventLoop {
 
   ExceptionHandler exception_handler_;
   std::shared_ptr<Executor> default_executor_;
+  bool executor_shutdown_called_ = false;
   std::shared_ptr<NameResolver> name_resolver_;
   std::array<std::unique_ptr<LoopExtension>, kMaxExtensions> extensions_;
 };

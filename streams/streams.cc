@@ -1,5 +1,6 @@
 #include "streams/streams.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <optional>
 #include <system_error>
@@ -172,20 +173,33 @@ Coro<std::string> StreamReader::readexactly(size_t n) {
   co_return data;
 }
 
-Coro<std::string> StreamReader::readuntil(std::string_view separator) {
-  std::shared_ptr<ReaderState> s = state_;
-  const size_t seplen = separator.size();
-  if (seplen == 0) throw std::invalid_argument("Separator should be at least one-byte string");
+namespace streams_internal {
+namespace {
+
+// Where a separator was found: [start, end) in the unread data.
+struct Match {
+  size_t start;
+  size_t end;
+};
+
+// asyncio's readuntil loop, for one separator or several. `find(data,
+// offset)` gives the match ending first at or after `offset`. Bytes before
+// `offset` start no separator, so each wait rescans only the tail where the
+// longest one could still begin. `invalid`: why the separators are not
+// valid, raised on await as asyncio does; empty if they are.
+template <class Find>
+Coro<std::string> read_until_match(std::shared_ptr<ReaderState> s, std::string_view invalid,
+                                   size_t min_seplen, size_t max_seplen, Find find) {
+  if (!invalid.empty()) throw std::invalid_argument(std::string(invalid));
   if (s->exception) std::rethrow_exception(s->exception);
-  std::string sep(separator);  // the caller's view may not outlive a suspension
   size_t offset = 0;
-  size_t isep;
+  std::optional<Match> match;
   while (true) {
     const size_t buflen = s->size();
-    if (buflen - offset >= seplen) {
-      isep = s->view().find(sep, offset);
-      if (isep != std::string_view::npos) break;
-      offset = buflen + 1 - seplen;
+    if (buflen - offset >= min_seplen) {
+      match = find(s->view(), offset);
+      if (match) break;
+      offset = buflen + 1 > max_seplen ? buflen + 1 - max_seplen : 0;
       if (offset > s->limit) {
         throw LimitOverrunError("Separator is not found, and chunk exceed the limit", offset);
       }
@@ -196,12 +210,69 @@ Coro<std::string> StreamReader::readuntil(std::string_view separator) {
     }
     co_await s->wait_for_data("readuntil");
   }
-  if (isep > s->limit) {
-    throw LimitOverrunError("Separator is found, but chunk is longer than limit", isep);
+  if (match->start > s->limit) {
+    throw LimitOverrunError("Separator is found, but chunk is longer than limit", match->start);
   }
-  std::string chunk = s->take(isep + seplen);
+  std::string chunk = s->take(match->end);
   s->maybe_resume_transport();
   co_return chunk;
+}
+
+constexpr std::string_view kEmptySeparator = "Separator should be at least one-byte string";
+
+}  // namespace
+}  // namespace streams_internal
+
+Coro<std::string> StreamReader::readuntil(std::string_view separator) {
+  const size_t seplen = separator.size();
+  // The separator is copied now: the caller's view may not outlive a
+  // suspension.
+  return streams_internal::read_until_match(
+      state_, seplen == 0 ? streams_internal::kEmptySeparator : std::string_view(), seplen, seplen,
+      [sep = std::string(separator)](std::string_view data,
+                                     size_t offset) -> std::optional<streams_internal::Match> {
+        const size_t at = data.find(sep, offset);
+        if (at == std::string_view::npos) return std::nullopt;
+        return streams_internal::Match{at, at + sep.size()};
+      });
+}
+
+Coro<std::string> StreamReader::readuntil_any(std::vector<std::string> separators) {
+  // Shortest first, so that of two matches ending at the same byte the
+  // shorter separator wins (it is the one the limit applies to).
+  std::stable_sort(separators.begin(), separators.end(),
+                   [](const std::string& a, const std::string& b) { return a.size() < b.size(); });
+  const size_t min_seplen = separators.empty() ? 0 : separators.front().size();
+  const size_t max_seplen = separators.empty() ? 0 : separators.back().size();
+  std::string_view invalid;
+  if (separators.empty()) {
+    invalid = "Separator should contain at least one element";
+  } else if (min_seplen == 0) {
+    invalid = streams_internal::kEmptySeparator;
+  }
+  return streams_internal::read_until_match(
+      state_, invalid, min_seplen, max_seplen,
+      [seps = std::move(separators)](std::string_view data,
+                                     size_t offset) -> std::optional<streams_internal::Match> {
+        std::optional<streams_internal::Match> first;
+        for (const std::string& sep : seps) {
+          const size_t at = data.find(sep, offset);
+          if (at != std::string_view::npos && (!first || at + sep.size() < first->end)) {
+            first = streams_internal::Match{at, at + sep.size()};
+          }
+        }
+        return first;
+      });
+}
+
+Coro<std::optional<std::string>> StreamReader::next_line() {
+  std::string line = co_await readline();
+  if (line.empty()) co_return std::nullopt;
+  co_return line;
+}
+
+AsyncGenerator<std::string> StreamReader::lines_of(StreamReader reader) {
+  while (std::optional<std::string> line = co_await reader.next_line()) co_yield std::move(*line);
 }
 
 Coro<std::string> StreamReader::readline() {

@@ -11,11 +11,13 @@
 
 #include <any>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
+#include <ranges>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -79,6 +81,42 @@ class StreamReader {
   // data stays), IncompleteReadError at EOF.
   Coro<std::string> readuntil(std::string_view separator = "\n");
 
+  // readuntil((b"\r\n", b"\n")), 3.13: several separators. Returns the
+  // shortest data that ends with any of them (the match that ends first; of
+  // two ending at the same byte, the shorter separator). LimitOverrunError
+  // and IncompleteReadError as above, the limit applying to the data before
+  // the matched separator. invalid_argument for no separator or an empty one.
+  // Python passes a tuple; here the separators are the arguments, or any
+  // range of strings when they are known only at run time:
+  //   co_await reader.readuntil("\r\n", "\n");
+  //   co_await reader.readuntil(separators);  // e.g. a std::vector<std::string>
+  // (Not a braced list: GCC 12 rejects a std::initializer_list temporary in
+  // a coroutine.) The separators are copied: they need not outlive the call.
+  template <class... Separators>
+  requires(sizeof...(Separators) >= 2 &&
+           (std::convertible_to<const Separators&, std::string_view> &&
+            ...)) Coro<std::string> readuntil(const Separators&... separators) {
+    return readuntil_any(std::vector<std::string>{std::string(std::string_view(separators))...});
+  }
+  template <std::ranges::input_range R>
+  requires std::convertible_to<std::ranges::range_reference_t<const R>, std::string_view>
+      Coro<std::string> readuntil(const R& separators) {
+    std::vector<std::string> copies;
+    for (auto&& separator : separators) copies.emplace_back(std::string_view(separator));
+    return readuntil_any(std::move(copies));
+  }
+
+  // `async for line in reader:` reads lines (readline()) until EOF. C++ has
+  // no `async for`; as with as_completed, the step is awaited explicitly:
+  //   while (std::optional<std::string> line = co_await reader.next_line())
+  // next_line() is __anext__: readline(), but nullopt at EOF where readline
+  // gives "" (a LimitOverrunError propagates, as in Python).
+  Coro<std::optional<std::string>> next_line();
+  // The same lines as an AsyncGenerator, for code written against
+  // generators: `auto lines = reader.lines(); while (auto l = co_await
+  // lines.next())`. The generator holds a copy of this handle.
+  AsyncGenerator<std::string> lines() const { return lines_of(*this); }
+
   bool at_eof() const;
   void feed_data(std::string_view data);
   void feed_eof();
@@ -91,6 +129,10 @@ class StreamReader {
   friend class streams_internal::StreamReaderProtocol;
   explicit StreamReader(std::shared_ptr<streams_internal::ReaderState> state)
       : state_(std::move(state)) {}
+  // The coroutine behind the readuntil overloads that take several
+  // separators: owns them, since a coroutine outlives its arguments' views.
+  Coro<std::string> readuntil_any(std::vector<std::string> separators);
+  static AsyncGenerator<std::string> lines_of(StreamReader reader);
   std::shared_ptr<streams_internal::ReaderState> state_;
 };
 
