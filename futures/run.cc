@@ -1,14 +1,10 @@
 #include "futures/run.h"
 
-#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
-#include <cerrno>
 #include <cstdio>
 #include <string>
-#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -90,46 +86,15 @@ Coro<void> shutdown_default_executor(std::optional<std::chrono::duration<double>
 }
 
 namespace futures_internal {
-namespace {
 
-// What the SIGINT handler sees. At most one SigintHandling is active: only
-// the main thread installs one, and runs do not nest on a thread.
-std::atomic<int> g_sigint_write_fd{-1};
-std::atomic<int> g_sigint_count{0};
-struct sigaction g_previous_sigint;  // set before the handler is installed
-
-// Async-signal-safe: counts, and wakes the forwarding thread. From the
-// second Ctrl-C on, the previous disposition is back, so that a third one
-// still stops a program whose loop is blocked.
-void on_sigint(int) {
-  const int saved_errno = errno;
-  if (g_sigint_count.fetch_add(1) >= 1) ::sigaction(SIGINT, &g_previous_sigint, nullptr);
-  const int fd = g_sigint_write_fd.load();
-  if (fd >= 0) {
-    const char signalled = 's';
-    (void)!::write(fd, &signalled, 1);
-  }
-  errno = saved_errno;
-}
-
-bool sigint_is_ours() {
-  struct sigaction current {};
-  return ::sigaction(SIGINT, nullptr, &current) == 0 && !(current.sa_flags & SA_SIGINFO) &&
-         current.sa_handler == &on_sigint;
-}
-
-}  // namespace
-
-// A signal handler may not touch the loop (call_soon_threadsafe locks and
-// allocates), and a descriptor watched by the loop would cost every busy
-// iteration a poll; so a thread, blocked on a pipe, forwards each Ctrl-C to
-// the loop with call_soon_threadsafe, which the loop drains anyway.
+// The loop's own signal handling (add_signal_handler) delivers Ctrl-C: its
+// callback runs on the loop, which polls the signal pipe only once a signal
+// has come, so an idle SIGINT handler costs a busy loop nothing.
 struct SigintHandling::State {
   State(EventLoop& l, AnyTask m) : loop(l), main(std::move(m)) {}
 
-  // On the loop: asyncio's Runner._on_sigint.
+  // asyncio's Runner._on_sigint.
   void on_interrupt() {
-    if (!active) return;  // posted as the run ended
     ++interrupts;
     if (interrupts == 1 && !main.done()) {
       main.cancel();
@@ -141,12 +106,8 @@ struct SigintHandling::State {
 
   EventLoop& loop;
   AnyTask main;
-  bool active = true;
   int interrupts = 0;
   bool raise_now = false;
-  int read_fd = -1;
-  int write_fd = -1;
-  std::thread forwarder;
 };
 
 SigintHandling::SigintHandling(EventLoop& loop, AnyTask main) {
@@ -154,58 +115,20 @@ SigintHandling::SigintHandling(EventLoop& loop, AnyTask main) {
   struct sigaction previous {};
   if (::sigaction(SIGINT, nullptr, &previous) != 0) return;
   if ((previous.sa_flags & SA_SIGINFO) || previous.sa_handler != SIG_DFL) return;
-  if (g_sigint_write_fd.load() >= 0) return;
-  int fds[2];
-  // Without a pipe (no descriptor left), run without SIGINT handling, as
-  // asyncio does where signal.signal fails.
-  if (::pipe2(fds, O_CLOEXEC) != 0) return;
-  // The handler must never block; the forwarder does, on the read end.
-  ::fcntl(fds[1], F_SETFL, ::fcntl(fds[1], F_GETFL) | O_NONBLOCK);
   auto state = std::make_shared<State>(loop, std::move(main));
-  state->read_fd = fds[0];
-  state->write_fd = fds[1];
-  // The loop outlives the run: `weak` turns a post that runs after it into
-  // nothing. The thread itself ends before the state (the destructor joins).
   try {
-    state->forwarder =
-        std::thread([&loop = state->loop, read_fd = fds[0], weak = std::weak_ptr<State>(state)] {
-          char byte;
-          while (true) {
-            const ssize_t n = ::read(read_fd, &byte, 1);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0 || byte == 'q') return;
-            loop.call_soon_threadsafe([weak] {
-              if (std::shared_ptr<State> s = weak.lock()) s->on_interrupt();
-            });
-          }
-        });
-  } catch (const std::system_error&) {  // no thread to be had: as without a pipe
-    ::close(fds[0]);
-    ::close(fds[1]);
+    loop.add_signal_handler(SIGINT, [state = state.get()] { state->on_interrupt(); });
+  } catch (const std::exception&) {
+    // No descriptor left for the signal pipe: run without SIGINT handling,
+    // as asyncio does where signal.signal fails.
     return;
   }
-  g_previous_sigint = previous;
-  g_sigint_count.store(0);
-  g_sigint_write_fd.store(fds[1]);
-  struct sigaction ours {};
-  ours.sa_handler = &on_sigint;
-  sigemptyset(&ours.sa_mask);
-  ours.sa_flags = SA_RESTART;
-  ::sigaction(SIGINT, &ours, nullptr);
   state_ = std::move(state);
 }
 
 SigintHandling::~SigintHandling() {
-  if (!state_) return;
-  state_->active = false;
-  if (sigint_is_ours()) ::sigaction(SIGINT, &g_previous_sigint, nullptr);
-  g_sigint_write_fd.store(-1);
-  const char quit = 'q';
-  while (::write(state_->write_fd, &quit, 1) < 0 && errno == EINTR) {
-  }
-  state_->forwarder.join();
-  ::close(state_->read_fd);
-  ::close(state_->write_fd);
+  // Puts SIG_DFL back: it was the disposition before.
+  if (state_ && !state_->loop.is_closed()) state_->loop.remove_signal_handler(SIGINT);
 }
 
 void SigintHandling::throw_if_interrupted() {

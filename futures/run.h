@@ -130,10 +130,11 @@ class Runner {
   // task that swallows the cancellation returns normally). A second Ctrl-C
   // makes run() throw KeyboardInterrupt at once, leaving the main task to
   // close(). Python raises that one inside whatever code is running; C++
-  // cannot throw from a signal handler, so it takes effect when the loop
-  // next gets control: a coroutine that blocks the loop is not interrupted,
-  // but a third Ctrl-C then acts as before run() (the default kills the
-  // process). The previous disposition is put back when run() returns.
+  // cannot throw from a signal handler, so Ctrl-C takes effect when the
+  // loop next gets control (the loop's add_signal_handler delivers it): a
+  // callback that blocks the loop is not interrupted, as a blocking call
+  // into C is not in Python. The default disposition is put back when run()
+  // returns.
   template <class T>
   T run(Coro<T> coro) {
     if (!coro.valid()) throw std::invalid_argument("Runner.run(): a coroutine was expected");

@@ -49,6 +49,11 @@ std::unordered_set<const EventLoop*>& live_loops() {
 constexpr int kMaxSignal = 65;
 std::atomic<int> g_signal_fds[kMaxSignal];  // write end of the owning loop's pipe, or -1
 std::once_flag g_signal_fds_init;
+// Bumped by the handler after its byte is in the pipe: a busy loop, which
+// skips epoll while it has no fd of its own to watch, polls once when this
+// moved, so the signal pipe costs nothing until a signal comes.
+std::atomic<uint64_t> g_signals_delivered{0};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "used in a signal handler");
 
 void on_signal(int sig) {
   int fd = (sig > 0 && sig < kMaxSignal) ? g_signal_fds[sig].load(std::memory_order_relaxed) : -1;
@@ -57,6 +62,7 @@ void on_signal(int sig) {
   unsigned char byte = static_cast<unsigned char>(sig);
   ssize_t ignored = ::write(fd, &byte, 1);
   (void)ignored;
+  g_signals_delivered.fetch_add(1, std::memory_order_release);
   errno = saved;
 }
 
@@ -483,7 +489,7 @@ void EventLoop::run_once() {
   }
   // With work already queued and no user fd to watch, skip the syscall:
   // threadsafe callbacks are drained straight from their queue.
-  if (timeout_ns != 0 || user_watch_count_ > 0) poll_io(timeout_ns);
+  if (timeout_ns != 0 || user_watch_count_ > 0 || signal_arrived()) poll_io(timeout_ns);
   drain_remote_queue();
   pop_due_timers();
 
@@ -678,7 +684,6 @@ void EventLoop::add_signal_handler(int sig, absl::AnyInvocable<void()> cb) {
     signal_read_fd_ = fds[0];
     signal_write_fd_ = fds[1];
     watch_internal_fd(signal_read_fd_, EPOLLIN);
-    ++user_watch_count_;  // the signal pipe must be polled even while busy
   }
   if (signal_handlers_.size() < static_cast<size_t>(kMaxSignal))
     signal_handlers_.resize(kMaxSignal);
@@ -709,6 +714,14 @@ void EventLoop::restore_signal(int sig) {
   if (mine >= 0 && g_signal_fds[sig].compare_exchange_strong(mine, -1)) {
     ::signal(sig, SIG_DFL);
   }
+}
+
+bool EventLoop::signal_arrived() {
+  if (signal_read_fd_ < 0) return false;
+  const uint64_t delivered = g_signals_delivered.load(std::memory_order_acquire);
+  if (delivered == signals_seen_) return false;
+  signals_seen_ = delivered;
+  return true;
 }
 
 void EventLoop::dispatch_signals() {

@@ -350,6 +350,7 @@ class EventLoop {
   void update_interest(int fd, FdWatch& w);
   void watch_internal_fd(int fd, uint32_t events);
   void dispatch_signals();
+  bool signal_arrived();  // since the last call, in any loop's handler
   void run_callback_node(loop_internal::CallbackNode* node);
   void report_callback_exception(std::exception_ptr exc);
   void restore_signal(int sig);
@@ -372,7 +373,8 @@ class EventLoop {
   int wake_fd_ = -1;  // eventfd for call_soon_threadsafe
   int signal_read_fd_ = -1, signal_write_fd_ = -1;
   std::vector<std::unique_ptr<FdWatch>> fd_watches_;
-  size_t user_watch_count_ = 0;  // fds with a reader or writer (plus signals)
+  size_t user_watch_count_ = 0;  // fds with a reader or writer
+  uint64_t signals_seen_ = 0;    // g_signals_delivered when last polled for them
   std::vector<std::shared_ptr<absl::AnyInvocable<void()>>> signal_handlers_;  // by signal number
 
   bool running_ = false;

@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <stdexcept>
@@ -421,6 +422,32 @@ TEST(EventLoopTest, SignalHandlerRunsOnTheLoop) {
   EXPECT_FALSE(loop->remove_signal_handler(SIGUSR1));
   EXPECT_THROW(loop->add_signal_handler(SIGKILL, [] {}), std::invalid_argument);
   EXPECT_THROW(loop->add_signal_handler(0, [] {}), std::invalid_argument);
+}
+
+// A busy loop with no fd of its own skips epoll; a signal must still reach
+// its handler on the next iteration (the signal pipe is not polled until a
+// signal has come).
+TEST(EventLoopTest, SignalReachesABusyLoopWithNoFdsToWatch) {
+  auto loop = new_event_loop();
+  bool handled = false;
+  loop->add_signal_handler(SIGUSR2, [&] { handled = true; });
+  int iterations_after_kill = 0;
+  std::function<void()> spin = [&] {
+    if (handled || iterations_after_kill > 100) {
+      loop->stop();
+      return;
+    }
+    ++iterations_after_kill;
+    loop->call_soon(spin);
+  };
+  loop->call_soon([&] {
+    ::kill(::getpid(), SIGUSR2);
+    loop->call_soon(spin);
+  });
+  loop->run_forever();
+  EXPECT_TRUE(handled);
+  EXPECT_LE(iterations_after_kill, 2);
+  EXPECT_TRUE(loop->remove_signal_handler(SIGUSR2));
 }
 
 TEST(EventLoopTest, ExceptionInCallbackGoesToHandlerAndLoopContinues) {
