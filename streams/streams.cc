@@ -419,6 +419,9 @@ Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, ui
   ConnectOptions connect;
   connect.family = options.family;
   connect.local_addr = options.local_addr;
+  connect.happy_eyeballs_delay = options.happy_eyeballs_delay;
+  connect.interleave = options.interleave;
+  connect.all_errors = options.all_errors;
   connect.sock = options.sock;
   static_cast<TlsFields&>(connect) = options;
   // The factory and the connecting Coro are built in statements of their own:

@@ -140,6 +140,10 @@ struct StreamOptions : TlsFields {
   size_t limit = kDefaultStreamLimit;
   int family = 0;
   std::optional<SocketAddress> local_addr;  // open_connection
+  // open_connection: happy eyeballs, as ConnectOptions.
+  std::optional<std::chrono::duration<double>> happy_eyeballs_delay;
+  std::optional<int> interleave;
+  bool all_errors = false;
   int sock = -1;
   int backlog = 100;  // start_server
   bool reuse_address = true;

@@ -175,8 +175,21 @@ struct ConnectOptions : TlsFields {
   int family = 0;  // AF_UNSPEC: whatever the name resolves to
   std::optional<SocketAddress> local_addr;
   int sock = -1;  // an already connected socket to wrap instead
-  // Accepted for compatibility; addresses are tried one after the other.
+  // Happy eyeballs (RFC 8305), as loop.create_connection's keywords. Unset
+  // (None): the addresses are tried one after the other, each until it
+  // fails. Set: the next address is also tried once this delay has passed
+  // since the previous attempt started (0.25 s is RFC 8305's advice); the
+  // first connection wins and the other attempts are closed.
   std::optional<std::chrono::duration<double>> happy_eyeballs_delay;
+  // Reorders the addresses by family before trying them: `interleave` - 1
+  // addresses of the first family, then one of each family in turn. Unset:
+  // 1 with a happy eyeballs delay, else no reordering (0 too).
+  std::optional<int> interleave;
+  // When every address fails: false throws the single error, or (several
+  // with different texts) a std::system_error "Multiple exceptions: ..."
+  // with the first one's code; true throws an ExceptionGroup of them all
+  // (Python 3.12's all_errors=True).
+  bool all_errors = false;
 };
 
 // server_hostname is for clients: std::invalid_argument if set.
@@ -295,7 +308,8 @@ Coro<std::pair<std::shared_ptr<T>, std::shared_ptr<ProtocolOf<F>>>> with_protoco
 }  // namespace transports_internal
 
 // Connects to host:port (a name goes through the loop's resolver; each
-// address is tried in turn) and wraps the socket in a transport driving a
+// address is tried in turn, or raced with options.happy_eyeballs_delay) and
+// wraps the socket in a transport driving a
 // protocol from `factory`. TCP_NODELAY is on, as in asyncio.
 //
 // The functions taking options come in two overloads rather than with a
