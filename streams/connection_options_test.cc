@@ -36,5 +36,23 @@ TEST(OpenConnectionTest, HappyEyeballsDelayRacesPastADeadAddress) {
   }());
 }
 
+TEST(StartServerTest, SeveralHostsEachAccept) {
+  run([]() -> Coro<void> {
+    std::vector<std::string> hosts = {"127.0.0.1", "127.0.0.2"};
+    Server server = co_await start_server(testing_util::handle_echo, hosts, 0);
+    EXPECT_EQ(server.sockets().size(), 2u);
+    for (const SocketInfo& socket : server.sockets()) {
+      const SocketAddress addr = socket.getsockname();
+      auto [reader, writer] = co_await open_connection(addr.host(), addr.port());
+      writer.write(addr.host());
+      EXPECT_EQ(co_await reader.read(100), addr.host());
+      writer.close();
+      co_await writer.wait_closed();
+    }
+    server.close();
+    co_await server.wait_closed();
+  }());
+}
+
 }  // namespace
 }  // namespace asyncio

@@ -170,6 +170,14 @@ Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port,
 inline Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port) {
   return start_server(std::move(cb), std::move(host), port, StreamOptions());
 }
+// Listens on every address of every host, as create_server with a list of
+// hosts (Python: `host` a sequence).
+Coro<Server> start_server(ClientConnected cb, std::vector<std::string> hosts, uint16_t port,
+                          StreamOptions options);
+inline Coro<Server> start_server(ClientConnected cb, std::vector<std::string> hosts,
+                                 uint16_t port) {
+  return start_server(std::move(cb), std::move(hosts), port, StreamOptions());
+}
 Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path,
                                                                  StreamOptions options);
 inline Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path) {

@@ -367,6 +367,20 @@ inline Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std:
                                   uint16_t port) {
   return create_server(loop, std::move(factory), std::move(host), port, ServerOptions());
 }
+// Listens on every address of every host (Python: `host` a sequence of
+// hosts); an empty string among them: every interface; an address that
+// several hosts share gets one socket. No host at all: std::runtime_error.
+// The hosts are resolved one after the other; the first failure throws and
+// nothing listens. A separate overload, not a variant: Python tells a str
+// from a sequence at run time, C++ by type. Build the vector in a statement
+// of its own: a braced list of strings is ambiguous with std::string's
+// iterator-pair constructor (and GCC 12 rejects it inside co_await).
+Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::vector<std::string> hosts,
+                           uint16_t port, ServerOptions options);
+inline Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory,
+                                  std::vector<std::string> hosts, uint16_t port) {
+  return create_server(loop, std::move(factory), std::move(hosts), port, ServerOptions());
+}
 // Listens on a Unix socket path; a stale socket file is replaced, and the
 // file is removed when the server closes.
 Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path,
