@@ -51,6 +51,49 @@ Coro<size_t> sock_recv_into(EventLoop& loop, int sock, std::span<char> buf) {
   }
 }
 
+namespace {
+
+SocketAddress address_of(const sockaddr_storage& storage, socklen_t len) {
+  return SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&storage), len);
+}
+
+}  // namespace
+
+Coro<std::pair<std::string, SocketAddress>> sock_recvfrom(EventLoop& loop, int sock,
+                                                          size_t bufsize) {
+  std::string buf(bufsize, '\0');
+  auto [n, from] = co_await sock_recvfrom_into(loop, sock, buf);
+  buf.resize(n);
+  co_return std::make_pair(std::move(buf), std::move(from));
+}
+
+Coro<std::pair<size_t, SocketAddress>> sock_recvfrom_into(EventLoop& loop, int sock,
+                                                          std::span<char> buf, size_t nbytes) {
+  if (nbytes == 0) nbytes = buf.size();
+  if (nbytes > buf.size()) {
+    throw std::invalid_argument(
+        "sock_recvfrom_into: nbytes is greater than the length of the buffer");
+  }
+  while (true) {
+    sockaddr_storage from{};
+    socklen_t len = sizeof(from);
+    ssize_t n = ::recvfrom(sock, buf.data(), nbytes, 0, reinterpret_cast<sockaddr*>(&from), &len);
+    if (n >= 0) co_return std::make_pair(static_cast<size_t>(n), address_of(from, len));
+    if (!would_block(errno)) throw_errno("recvfrom");
+    co_await wait_readable(loop, sock);
+  }
+}
+
+Coro<size_t> sock_sendto(EventLoop& loop, int sock, std::string_view data, SocketAddress address) {
+  while (true) {
+    ssize_t n = ::sendto(sock, data.data(), data.size(), MSG_NOSIGNAL, address.sockaddr_ptr(),
+                         address.sockaddr_len());
+    if (n >= 0) co_return static_cast<size_t>(n);
+    if (!would_block(errno)) throw_errno("sendto " + address.to_string());
+    co_await wait_writable(loop, sock);
+  }
+}
+
 Coro<void> sock_sendall(EventLoop& loop, int sock, std::string_view data) {
   while (!data.empty()) {
     ssize_t n = ::send(sock, data.data(), data.size(), MSG_NOSIGNAL);

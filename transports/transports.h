@@ -420,6 +420,22 @@ Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t 
 Coro<std::string> sock_recv(EventLoop& loop, int sock, size_t nbytes);
 Coro<size_t> sock_recv_into(EventLoop& loop, int sock, std::span<char> buf);
 Coro<void> sock_sendall(EventLoop& loop, int sock, std::string_view data);
+// Datagram sockets (3.11):
+//   data, addr = await loop.sock_recvfrom(sock, bufsize)
+//     -> auto [data, addr] = co_await sock_recvfrom(loop, sock, bufsize);
+//   nbytes, addr = await loop.sock_recvfrom_into(sock, buf, nbytes=0)
+//     -> auto [n, addr] = co_await sock_recvfrom_into(loop, sock, buf, nbytes);
+//   n = await loop.sock_sendto(sock, data, address)
+//     -> size_t n = co_await sock_sendto(loop, sock, data, address);
+// Each waits until the socket is ready, as sock_recv; cancelling removes the
+// watch. sock_recvfrom_into reads at most `nbytes` (0: the whole buffer;
+// more than the buffer: std::invalid_argument). `data` and `buf` must stay
+// valid until the call is done; `address` is taken by value.
+Coro<std::pair<std::string, SocketAddress>> sock_recvfrom(EventLoop& loop, int sock,
+                                                          size_t bufsize);
+Coro<std::pair<size_t, SocketAddress>> sock_recvfrom_into(EventLoop& loop, int sock,
+                                                          std::span<char> buf, size_t nbytes = 0);
+Coro<size_t> sock_sendto(EventLoop& loop, int sock, std::string_view data, SocketAddress address);
 Coro<void> sock_connect(EventLoop& loop, int sock, const SocketAddress& addr);
 Coro<std::pair<int, SocketAddress>> sock_accept(EventLoop& loop, int sock);
 Coro<size_t> sock_sendfile(EventLoop& loop, int sock, int file_fd, off_t offset = 0,
