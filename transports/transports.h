@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -409,8 +410,20 @@ inline Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop,
                    TlsOptions());
 }
 
+// asyncio.SendfileNotAvailableError: sendfile(2) cannot be used here (the
+// file is not a regular, mappable file; the transport has no socket of its
+// own, as under TLS), and `fallback` is false. A std::runtime_error, as the
+// Python class is a RuntimeError. (Python raises a plain RuntimeError for a
+// TLS transport with fallback=False; this is its subclass, so either catch
+// works.)
+class SendfileNotAvailableError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // Sends a file over a transport with sendfile(2) (or read/write with
-// fallback); returns the bytes sent.
+// fallback); returns the bytes sent. Without fallback, where sendfile(2)
+// cannot be used: SendfileNotAvailableError, nothing sent.
 Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t offset = 0,
                       std::optional<size_t> count = {}, bool fallback = true);
 
@@ -438,6 +451,11 @@ Coro<std::pair<size_t, SocketAddress>> sock_recvfrom_into(EventLoop& loop, int s
 Coro<size_t> sock_sendto(EventLoop& loop, int sock, std::string_view data, SocketAddress address);
 Coro<void> sock_connect(EventLoop& loop, int sock, const SocketAddress& addr);
 Coro<std::pair<int, SocketAddress>> sock_accept(EventLoop& loop, int sock);
+// loop.sock_sendfile: `sock` must be a stream socket (else
+// std::invalid_argument, Python's ValueError); without fallback, a file
+// sendfile(2) cannot send throws SendfileNotAvailableError. With fallback
+// the file is read and sent (a pipe too, from where it stands, when offset
+// is 0).
 Coro<size_t> sock_sendfile(EventLoop& loop, int sock, int file_fd, off_t offset = 0,
                            std::optional<size_t> count = {}, bool fallback = true);
 
