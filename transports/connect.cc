@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -509,12 +510,15 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
     AddrInfoHints hints;
     hints.family = options.family;
     hints.socktype = SOCK_STREAM;
-    std::vector<AddrInfo> infos = co_await resolve(loop, host, port, hints);
-    if (infos.empty()) throw GaiError(EAI_NONAME, "getaddrinfo(" + host + ") returned nothing");
     // As asyncio: a delay without interleave interleaves one address of the
     // first family, then alternates.
-    int interleave = options.interleave.value_or(options.happy_eyeballs_delay ? 1 : 0);
+    const int interleave = options.interleave.value_or(options.happy_eyeballs_delay ? 1 : 0);
     if (interleave < 0) throw std::invalid_argument("interleave must not be negative");
+    if (options.happy_eyeballs_delay && std::isnan(options.happy_eyeballs_delay->count())) {
+      throw std::invalid_argument("happy_eyeballs_delay is NaN");
+    }
+    std::vector<AddrInfo> infos = co_await resolve(loop, host, port, hints);
+    if (infos.empty()) throw GaiError(EAI_NONAME, "getaddrinfo(" + host + ") returned nothing");
     if (interleave > 0) infos = interleave_addrinfos(infos, static_cast<size_t>(interleave));
     std::vector<std::exception_ptr> errors(infos.size());
     sock = co_await race_connect(loop, infos, options, errors);

@@ -9,7 +9,9 @@
 #include <sys/socket.h>
 
 #include <chrono>
+#include <cmath>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -103,16 +105,19 @@ Coro<double> connect_past(EventLoop& loop, const Dead& dead, ConnectOptions opti
 TEST(HappyEyeballsTest, TheNextAddressStartsAfterTheDelayAndWins) {
   run([]() -> Coro<void> {
     Blackhole blackhole;
-    EXPECT_GE(co_await connect_past(get_running_loop(), blackhole, with_delay(50ms)), 0.045);
+    const ConnectOptions options = with_delay(50ms);
+    EXPECT_GE(co_await connect_past(get_running_loop(), blackhole, options), 0.045);
   }());
 }
 
 TEST(HappyEyeballsTest, AFailureStartsTheNextAddressAtOnce) {
   run([]() -> Coro<void> {
     Refuser refuser;
-    EXPECT_LT(co_await connect_past(get_running_loop(), refuser, with_delay(10s)), 5.0);
+    const ConnectOptions delayed = with_delay(10s);
+    EXPECT_LT(co_await connect_past(get_running_loop(), refuser, delayed), 5.0);
     // Without a delay, as one after the other.
-    EXPECT_LT(co_await connect_past(get_running_loop(), refuser, ConnectOptions()), 5.0);
+    const ConnectOptions sequential;
+    EXPECT_LT(co_await connect_past(get_running_loop(), refuser, sequential), 5.0);
   }());
 }
 
@@ -137,11 +142,12 @@ TEST(HappyEyeballsTest, WithoutADelayEachAddressWaitsForThePrevious) {
 TEST(HappyEyeballsTest, CancellingTheConnectClosesEveryAttempt) {
   run([]() -> Coro<void> {
     EventLoop& loop = get_running_loop();
+    const ConnectOptions delayed = with_delay(10ms);
     Blackhole blackhole;
     use_addresses(loop, {blackhole.addr(), blackhole.addr(), blackhole.addr()});
     const int fds_before = open_fd_count();
     auto connecting = create_connection(
-        loop, [] { return std::make_shared<Protocol>(); }, "example.test", 80, with_delay(10ms));
+        loop, [] { return std::make_shared<Protocol>(); }, "example.test", 80, delayed);
     Task<std::pair<std::shared_ptr<Transport>, std::shared_ptr<Protocol>>> task =
         create_task(std::move(connecting));
     // All three attempts are under way after three delays.
@@ -156,11 +162,12 @@ TEST(HappyEyeballsTest, CancellingTheConnectClosesEveryAttempt) {
 TEST(HappyEyeballsTest, OneFailedAddressThrowsItsOwnError) {
   run([]() -> Coro<void> {
     EventLoop& loop = get_running_loop();
+    const ConnectOptions delayed = with_delay(10ms);
     Refuser refuser;
     use_addresses(loop, {refuser.addr()});
     try {
       co_await create_connection(
-          loop, [] { return std::make_shared<Protocol>(); }, "example.test", 80, with_delay(10ms));
+          loop, [] { return std::make_shared<Protocol>(); }, "example.test", 80, delayed);
       ADD_FAILURE() << "connected";
     } catch (const std::system_error& e) {
       EXPECT_EQ(e.code().value(), ECONNREFUSED);
@@ -189,11 +196,12 @@ TEST(HappyEyeballsTest, IdenticalErrorsThrowTheFirst) {
 TEST(HappyEyeballsTest, DifferentErrorsAreListedTogether) {
   run([]() -> Coro<void> {
     EventLoop& loop = get_running_loop();
+    const ConnectOptions delayed = with_delay(10ms);
     Refuser first, second;
     use_addresses(loop, {first.addr(), second.addr()});
     try {
       co_await create_connection(
-          loop, [] { return std::make_shared<Protocol>(); }, "example.test", 80, with_delay(10ms));
+          loop, [] { return std::make_shared<Protocol>(); }, "example.test", 80, delayed);
       ADD_FAILURE() << "connected";
     } catch (const std::system_error& e) {
       const std::string text = e.what();
@@ -233,7 +241,24 @@ TEST(HappyEyeballsTest, AllErrorsGivesAnExceptionGroup) {
   run([]() -> Coro<void> {
     Refuser first, second;
     std::vector<SocketAddress> both = {first.addr(), second.addr()};
-    co_await expect_errors_for(both, both, ConnectOptions());
+    const ConnectOptions options;
+    co_await expect_errors_for(both, both, options);
+  }());
+}
+
+TEST(HappyEyeballsTest, BadOptionsAreRefusedBeforeConnecting) {
+  run([]() -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    Refuser refuser;
+    use_addresses(loop, {refuser.addr()});
+    ConnectOptions negative;
+    negative.interleave = -1;
+    auto factory = [] { return std::make_shared<Protocol>(); };
+    EXPECT_TRUE(co_await testing_util::throws<std::invalid_argument>(
+        create_connection(loop, factory, "example.test", 80, negative)));
+    const ConnectOptions nan_delay = with_delay(std::chrono::duration<double>(std::nan("")));
+    EXPECT_TRUE(co_await testing_util::throws<std::invalid_argument>(
+        create_connection(loop, factory, "example.test", 80, nan_delay)));
   }());
 }
 
@@ -278,9 +303,11 @@ TEST(HappyEyeballsTest, ConnectTriesTheInterleavedOrder) {
     std::vector<SocketAddress> tried = {v4a.addr(), v6.addr(), v4b.addr()};
     co_await expect_errors_for(given, tried, options);
     // A delay alone interleaves too.
-    co_await expect_errors_for(given, tried, with_delay(10ms));
+    const ConnectOptions delayed = with_delay(10ms);
+    co_await expect_errors_for(given, tried, delayed);
     // Without either, the resolver's order stays.
-    co_await expect_errors_for(given, given, ConnectOptions());
+    const ConnectOptions sequential;
+    co_await expect_errors_for(given, given, sequential);
   }());
 }
 
