@@ -490,6 +490,9 @@ Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, ui
   ConnectOptions connect;
   connect.family = options.family;
   connect.local_addr = options.local_addr;
+  connect.happy_eyeballs_delay = options.happy_eyeballs_delay;
+  connect.interleave = options.interleave;
+  connect.all_errors = options.all_errors;
   connect.sock = options.sock;
   static_cast<TlsFields&>(connect) = options;
   // The factory and the connecting Coro are built in statements of their own:
@@ -514,9 +517,15 @@ Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string pat
 
 Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port,
                           StreamOptions options) {
+  std::vector<std::string> hosts{std::move(host)};
+  co_return co_await start_server(std::move(cb), std::move(hosts), port, std::move(options));
+}
+
+Coro<Server> start_server(ClientConnected cb, std::vector<std::string> hosts, uint16_t port,
+                          StreamOptions options) {
   EventLoop& loop = get_running_loop();
   ProtocolFactory factory = stream_factory(loop, std::move(cb), options.limit);
-  co_return co_await create_server(loop, std::move(factory), std::move(host), port,
+  co_return co_await create_server(loop, std::move(factory), std::move(hosts), port,
                                    server_options(options));
 }
 

@@ -182,6 +182,10 @@ struct StreamOptions : TlsFields {
   size_t limit = kDefaultStreamLimit;
   int family = 0;
   std::optional<SocketAddress> local_addr;  // open_connection
+  // open_connection: happy eyeballs, as ConnectOptions.
+  std::optional<std::chrono::duration<double>> happy_eyeballs_delay;
+  std::optional<int> interleave;
+  bool all_errors = false;
   int sock = -1;
   int backlog = 100;  // start_server
   bool reuse_address = true;
@@ -207,6 +211,14 @@ Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port,
                           StreamOptions options);
 inline Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port) {
   return start_server(std::move(cb), std::move(host), port, StreamOptions());
+}
+// Listens on every address of every host, as create_server with a list of
+// hosts (Python: `host` a sequence).
+Coro<Server> start_server(ClientConnected cb, std::vector<std::string> hosts, uint16_t port,
+                          StreamOptions options);
+inline Coro<Server> start_server(ClientConnected cb, std::vector<std::string> hosts,
+                                 uint16_t port) {
+  return start_server(std::move(cb), std::move(hosts), port, StreamOptions());
 }
 Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path,
                                                                  StreamOptions options);

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -114,5 +115,68 @@ void EchoProtocol::connection_lost(std::exception_ptr exc) {
   lost = true;
   lost_error = exc;
 }
+
+FixedResolver::FixedResolver(EventLoop& loop, std::vector<SocketAddress> addrs) : loop_(loop) {
+  for (SocketAddress& addr : addrs) {
+    answer_.push_back(AddrInfo{addr.family(), SOCK_STREAM, 0, "", std::move(addr)});
+  }
+}
+
+NameResolver::LookupId FixedResolver::getaddrinfo(std::string, std::string, AddrInfoHints,
+                                                  Done done) {
+  loop_.call_soon(
+      [done = std::move(done), answer = answer_]() mutable { done(std::move(answer), nullptr); });
+  return ++last_id_;
+}
+
+void FixedResolver::cancel(LookupId) {}
+
+namespace {
+
+SocketAddress bound_address(int fd) {
+  sockaddr_storage storage{};
+  socklen_t len = sizeof(storage);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &len) != 0) {
+    throw std::system_error(errno, std::generic_category(), "getsockname");
+  }
+  return SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&storage), len);
+}
+
+// A TCP socket bound to ip, port 0.
+int bound_socket(const char* ip) {
+  SocketAddress any(ip, 0);
+  const int fd = ::socket(any.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0 || ::bind(fd, any.sockaddr_ptr(), any.sockaddr_len()) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    throw std::system_error(err, std::generic_category(), std::string("bind ") + ip);
+  }
+  return fd;
+}
+
+}  // namespace
+
+Blackhole::Blackhole() {
+  listener_ = bound_socket("127.0.0.1");
+  addr_ = bound_address(listener_);
+  // A backlog of 0 holds one connection: the filler takes it.
+  filler_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (::listen(listener_, 0) != 0 ||
+      ::connect(filler_, addr_.sockaddr_ptr(), addr_.sockaddr_len()) != 0) {
+    const int err = errno;
+    ::close(listener_);
+    ::close(filler_);
+    throw std::system_error(err, std::generic_category(), "Blackhole");
+  }
+}
+
+Blackhole::~Blackhole() {
+  ::close(filler_);
+  ::close(listener_);
+}
+
+Refuser::Refuser(const char* ip) : fd_(bound_socket(ip)), addr_(bound_address(fd_)) {}
+
+Refuser::~Refuser() { ::close(fd_); }
 
 }  // namespace asyncio::testing_util

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "futures/futures.h"
 #include "streams/streams.h"
@@ -100,6 +101,52 @@ class EchoProtocol : public Protocol {
   bool got_eof = false;
   bool lost = false;
   std::exception_ptr lost_error;
+};
+
+// A NameResolver (EventLoop::set_name_resolver) that answers every lookup
+// with the same addresses, in that order, as stream sockets.
+class FixedResolver final : public NameResolver {
+ public:
+  FixedResolver(EventLoop& loop, std::vector<SocketAddress> addrs);
+  LookupId getaddrinfo(std::string host, std::string port, AddrInfoHints hints, Done done) override;
+  void cancel(LookupId id) override;
+
+ private:
+  EventLoop& loop_;
+  std::vector<AddrInfo> answer_;
+  LookupId last_id_ = 0;
+};
+
+// A loopback TCP address that never answers a connect: a listener whose
+// accept queue is full drops the SYNs, so the connect neither succeeds nor
+// fails.
+class Blackhole {
+ public:
+  Blackhole();
+  ~Blackhole();
+  Blackhole(const Blackhole&) = delete;
+  Blackhole& operator=(const Blackhole&) = delete;
+  const SocketAddress& addr() const { return addr_; }
+
+ private:
+  int listener_ = -1;
+  int filler_ = -1;
+  SocketAddress addr_;
+};
+
+// A TCP address that refuses connections: a bound socket (nobody else takes
+// the port) that does not listen. `ip` is a loopback literal.
+class Refuser {
+ public:
+  explicit Refuser(const char* ip = "127.0.0.1");
+  ~Refuser();
+  Refuser(const Refuser&) = delete;
+  Refuser& operator=(const Refuser&) = delete;
+  const SocketAddress& addr() const { return addr_; }
+
+ private:
+  int fd_ = -1;
+  SocketAddress addr_;
 };
 
 }  // namespace asyncio::testing_util

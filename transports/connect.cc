@@ -5,8 +5,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -15,8 +17,10 @@
 #include <stdexcept>
 #include <system_error>
 #include <thread>
+#include <utility>
 
 #include "loop/posix.h"
+#include "transports/internal/happy_eyeballs.h"
 #include "transports/internal/socket_transport.h"
 #include "transports/internal/tls_fields.h"
 #include "transports/tls_layer.h"
@@ -270,7 +274,205 @@ Coro<std::shared_ptr<Transport>> wrap_socket(EventLoop& loop, ProtocolFactory& f
   co_return result;
 }
 
+// The connection attempts of one create_connection, as asyncio's
+// staggered_race over _connect_sock: attempt i+1 starts when attempt i
+// fails or, with a happy eyeballs delay, when the delay has passed since
+// attempt i started; the first connected socket wins. The attempts are raw
+// socket watches, not tasks: when the race ends (won, lost or cancelled)
+// its destructor removes every watch and closes every losing socket at once.
+struct ConnectRace {
+  struct Attempt {
+    UniqueFd fd;
+    size_t index;  // into the address list
+  };
+
+  explicit ConnectRace(EventLoop& loop) : loop(loop) {}
+  ConnectRace(const ConnectRace&) = delete;
+  ConnectRace& operator=(const ConnectRace&) = delete;
+  ~ConnectRace() {
+    timer.cancel();
+    for (Attempt& attempt : in_flight) close_watched(loop, attempt.fd.release(), false, true);
+  }
+
+  void wake_up() {
+    if (wake && !wake->done()) wake->set_result();
+  }
+
+  EventLoop& loop;
+  std::vector<Attempt> in_flight;
+  std::vector<int> finished;  // in-flight sockets whose connect completed
+  std::optional<Future<void>> wake;
+  TimerHandle timer;
+  bool delay_passed = false;
+};
+
+// Opens a socket for `info` and starts connecting it: 0 when connected at
+// once, EINPROGRESS when under way, else the error (stored in `error`).
+int begin_connect(const AddrInfo& info, const ConnectOptions& options, UniqueFd& fd,
+                  std::exception_ptr& error) {
+  fd.reset(::socket(info.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (fd.get() < 0) {
+    const int err = errno;
+    error = posix::os_error(err, "socket");
+    return err;
+  }
+  if (options.local_addr && ::bind(fd.get(), options.local_addr->sockaddr_ptr(),
+                                   options.local_addr->sockaddr_len()) != 0) {
+    const int err = errno;
+    error = posix::os_error(
+        err, "error while attempting to bind on address " + options.local_addr->to_string());
+    return err;
+  }
+  if (::connect(fd.get(), info.addr.sockaddr_ptr(), info.addr.sockaddr_len()) == 0) return 0;
+  const int err = errno;
+  // EINTR: the connection goes on asynchronously, as for EINPROGRESS.
+  if (err == EINPROGRESS || err == EINTR) return EINPROGRESS;
+  error = posix::os_error(err, "Connect call failed (" + info.addr.to_string() + ")");
+  return err;
+}
+
+// Runs the race over `infos`; returns the connected socket, or none with
+// `errors[i]` set for each address that failed.
+Coro<UniqueFd> race_connect(EventLoop& loop, const std::vector<AddrInfo>& infos,
+                            const ConnectOptions& options,
+                            std::vector<std::exception_ptr>& errors) {
+  ConnectRace race(loop);
+  size_t next = 0;
+  bool start_next = true;
+  while (true) {
+    if (start_next && next < infos.size()) {
+      start_next = false;
+      const size_t index = next++;
+      race.timer.cancel();
+      race.delay_passed = false;
+      UniqueFd fd;
+      const int err = begin_connect(infos[index], options, fd, errors[index]);
+      if (err == 0) co_return fd;
+      if (err != EINPROGRESS) {
+        start_next = true;  // failed at once: the next starts at once
+        continue;
+      }
+      const int raw = fd.get();
+      loop.add_writer(raw, [&race, raw] {
+        race.loop.remove_writer(raw);
+        race.finished.push_back(raw);
+        race.wake_up();
+      });
+      race.in_flight.push_back({std::move(fd), index});
+      if (options.happy_eyeballs_delay && next < infos.size()) {
+        race.timer = loop.call_later(*options.happy_eyeballs_delay, [&race] {
+          race.delay_passed = true;
+          race.wake_up();
+        });
+      }
+      continue;
+    }
+    if (race.in_flight.empty()) {
+      if (next >= infos.size()) co_return UniqueFd();
+      start_next = true;
+      continue;
+    }
+    race.wake = create_future<void>(loop);
+    co_await *race.wake;
+    race.wake.reset();
+    if (std::exchange(race.delay_passed, false)) start_next = true;
+    for (int raw : std::exchange(race.finished, {})) {
+      auto it = std::find_if(race.in_flight.begin(), race.in_flight.end(),
+                             [raw](const ConnectRace::Attempt& a) { return a.fd.get() == raw; });
+      int so_error = 0;
+      socklen_t len = sizeof(so_error);
+      if (::getsockopt(raw, SOL_SOCKET, SO_ERROR, &so_error, &len) != 0) so_error = errno;
+      if (so_error == 0) {
+        UniqueFd won = std::move(it->fd);
+        race.in_flight.erase(it);
+        co_return won;
+      }
+      errors[it->index] = posix::os_error(
+          so_error, "Connect call failed (" + infos[it->index].addr.to_string() + ")");
+      // Only the latest attempt's failure starts the next one early.
+      if (it->index + 1 == next) start_next = true;
+      race.in_flight.erase(it);
+    }
+  }
+}
+
+std::string what_of(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+// The error of several failed attempts (Python's OSError('Multiple
+// exceptions: ...')): a std::system_error whose code is the first
+// attempt's, and whose text lists every attempt's error.
+class MultipleConnectErrors final : public std::system_error {
+ public:
+  MultipleConnectErrors(std::error_code code, std::string text)
+      : std::system_error(code), text_(std::move(text)) {}
+  const char* what() const noexcept override { return text_.c_str(); }
+
+ private:
+  std::string text_;
+};
+
+// What create_connection throws when every address failed, as asyncio:
+// with all_errors an ExceptionGroup of them all; else a single error as
+// is, several with the same text the first, otherwise one listing them.
+[[noreturn]] void throw_connect_errors(std::vector<std::exception_ptr> errors, bool all_errors) {
+  std::erase(errors, nullptr);
+  if (all_errors) throw ExceptionGroup("create_connection failed", std::move(errors));
+  const std::string first = what_of(errors.front());
+  std::string joined = first;
+  bool all_same = true;
+  for (size_t i = 1; i < errors.size(); ++i) {
+    const std::string text = what_of(errors[i]);
+    all_same = all_same && text == first;
+    joined += ", " + text;
+  }
+  if (errors.size() == 1 || all_same) std::rethrow_exception(errors.front());
+  std::error_code code;
+  try {
+    std::rethrow_exception(errors.front());
+  } catch (const std::system_error& e) {
+    code = e.code();
+  } catch (...) {
+  }
+  throw MultipleConnectErrors(code, "Multiple exceptions: " + joined);
+}
+
 }  // namespace
+
+std::vector<AddrInfo> interleave_addrinfos(const std::vector<AddrInfo>& infos,
+                                           size_t first_family_count) {
+  std::vector<std::vector<const AddrInfo*>> by_family;
+  std::vector<int> families;
+  for (const AddrInfo& info : infos) {
+    auto it = std::find(families.begin(), families.end(), info.family);
+    if (it == families.end()) {
+      families.push_back(info.family);
+      by_family.emplace_back();
+      it = families.end() - 1;
+    }
+    by_family[static_cast<size_t>(it - families.begin())].push_back(&info);
+  }
+  std::vector<AddrInfo> reordered;
+  reordered.reserve(infos.size());
+  std::vector<size_t> taken(by_family.size(), 0);
+  if (first_family_count > 1 && !by_family.empty()) {
+    const size_t head = std::min(first_family_count - 1, by_family[0].size());
+    for (; taken[0] < head; ++taken[0]) reordered.push_back(*by_family[0][taken[0]]);
+  }
+  while (reordered.size() < infos.size()) {
+    for (size_t f = 0; f < by_family.size(); ++f) {
+      if (taken[f] < by_family[f].size()) reordered.push_back(*by_family[f][taken[f]++]);
+    }
+  }
+  return reordered;
+}
 
 Coro<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, uint16_t port,
                                     AddrInfoHints hints) {
@@ -308,31 +510,19 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
     AddrInfoHints hints;
     hints.family = options.family;
     hints.socktype = SOCK_STREAM;
+    // As asyncio: a delay without interleave interleaves one address of the
+    // first family, then alternates.
+    const int interleave = options.interleave.value_or(options.happy_eyeballs_delay ? 1 : 0);
+    if (interleave < 0) throw std::invalid_argument("interleave must not be negative");
+    if (options.happy_eyeballs_delay && std::isnan(options.happy_eyeballs_delay->count())) {
+      throw std::invalid_argument("happy_eyeballs_delay is NaN");
+    }
     std::vector<AddrInfo> infos = co_await resolve(loop, host, port, hints);
     if (infos.empty()) throw GaiError(EAI_NONAME, "getaddrinfo(" + host + ") returned nothing");
-    // Each address in turn; the error names every one that failed.
-    int first_error = 0;
-    std::string failures;
-    for (const AddrInfo& info : infos) {
-      UniqueFd candidate(::socket(info.family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-      int err = 0;
-      if (candidate.get() < 0) {
-        err = errno;
-      } else if (options.local_addr && ::bind(candidate.get(), options.local_addr->sockaddr_ptr(),
-                                              options.local_addr->sockaddr_len()) != 0) {
-        err = errno;
-      } else {
-        err = co_await connect_socket(loop, candidate.get(), info.addr);
-      }
-      if (err == 0) {
-        sock.reset(candidate.release());
-        break;
-      }
-      if (first_error == 0) first_error = err;
-      if (!failures.empty()) failures += "; ";
-      failures += info.addr.to_string() + ": " + std::strerror(err);
-    }
-    if (sock.get() < 0) throw_errno("Connect call failed (" + failures + ")", first_error);
+    if (interleave > 0) infos = interleave_addrinfos(infos, static_cast<size_t>(interleave));
+    std::vector<std::exception_ptr> errors(infos.size());
+    sock = co_await race_connect(loop, infos, options, errors);
+    if (sock.get() < 0) throw_connect_errors(std::move(errors), options.all_errors);
   }
   set_nodelay_if_tcp(sock.get());
   co_return co_await wrap_socket(loop, factory, sock, options, host);

@@ -240,6 +240,13 @@ Coro<void> Server::wait_closed() {
 
 Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string host,
                            uint16_t port, ServerOptions options) {
+  std::vector<std::string> hosts{std::move(host)};
+  co_return co_await create_server(loop, std::move(factory), std::move(hosts), port,
+                                   std::move(options));
+}
+
+Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::vector<std::string> hosts,
+                           uint16_t port, ServerOptions options) {
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
   state->set_tls(options);
   if (options.sock >= 0) {
@@ -247,23 +254,28 @@ Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string
     state->fds.push_back(options.sock);
     co_return co_await transports_internal::serve(state, options);
   }
+  // Every address of every host (as asyncio, the same address once).
   std::vector<AddrInfo> infos;
-  const bool any_interface = host.empty();
-  if (any_interface) {
-    // Every interface: both families (each socket gets its own port when
-    // port is 0, as in asyncio).
-    for (const char* wildcard : {"0.0.0.0", "::"}) {
-      SocketAddress addr(wildcard, port);
-      if (options.family == 0 || options.family == addr.family()) {
-        infos.push_back(AddrInfo{addr.family(), SOCK_STREAM, 0, "", addr});
+  bool any_interface = false;
+  for (const std::string& host : hosts) {
+    if (host.empty()) {
+      // Every interface: both families (each socket gets its own port when
+      // port is 0, as in asyncio).
+      any_interface = true;
+      for (const char* wildcard : {"0.0.0.0", "::"}) {
+        SocketAddress addr(wildcard, port);
+        if (options.family == 0 || options.family == addr.family()) {
+          infos.push_back(AddrInfo{addr.family(), SOCK_STREAM, 0, "", addr});
+        }
       }
+    } else {
+      AddrInfoHints hints;
+      hints.family = options.family;
+      hints.socktype = SOCK_STREAM;
+      hints.flags = AI_PASSIVE;
+      std::vector<AddrInfo> found = co_await transports_internal::resolve(loop, host, port, hints);
+      infos.insert(infos.end(), found.begin(), found.end());
     }
-  } else {
-    AddrInfoHints hints;
-    hints.family = options.family;
-    hints.socktype = SOCK_STREAM;
-    hints.flags = AI_PASSIVE;
-    infos = co_await transports_internal::resolve(loop, host, port, hints);
   }
   std::vector<SocketAddress> bound;
   for (const AddrInfo& info : infos) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -48,6 +49,49 @@ Coro<size_t> sock_recv_into(EventLoop& loop, int sock, std::span<char> buf) {
     if (n >= 0) co_return static_cast<size_t>(n);
     if (!would_block(errno)) throw_errno("recv");
     co_await wait_readable(loop, sock);
+  }
+}
+
+namespace {
+
+SocketAddress address_of(const sockaddr_storage& storage, socklen_t len) {
+  return SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&storage), len);
+}
+
+}  // namespace
+
+Coro<std::pair<std::string, SocketAddress>> sock_recvfrom(EventLoop& loop, int sock,
+                                                          size_t bufsize) {
+  std::string buf(bufsize, '\0');
+  auto [n, from] = co_await sock_recvfrom_into(loop, sock, buf);
+  buf.resize(n);
+  co_return std::make_pair(std::move(buf), std::move(from));
+}
+
+Coro<std::pair<size_t, SocketAddress>> sock_recvfrom_into(EventLoop& loop, int sock,
+                                                          std::span<char> buf, size_t nbytes) {
+  if (nbytes == 0) nbytes = buf.size();
+  if (nbytes > buf.size()) {
+    throw std::invalid_argument(
+        "sock_recvfrom_into: nbytes is greater than the length of the buffer");
+  }
+  while (true) {
+    sockaddr_storage from{};
+    socklen_t len = sizeof(from);
+    ssize_t n = ::recvfrom(sock, buf.data(), nbytes, 0, reinterpret_cast<sockaddr*>(&from), &len);
+    if (n >= 0) co_return std::make_pair(static_cast<size_t>(n), address_of(from, len));
+    if (!would_block(errno)) throw_errno("recvfrom");
+    co_await wait_readable(loop, sock);
+  }
+}
+
+Coro<size_t> sock_sendto(EventLoop& loop, int sock, std::string_view data, SocketAddress address) {
+  while (true) {
+    ssize_t n = ::sendto(sock, data.data(), data.size(), MSG_NOSIGNAL, address.sockaddr_ptr(),
+                         address.sockaddr_len());
+    if (n >= 0) co_return static_cast<size_t>(n);
+    if (!would_block(errno)) throw_errno("sendto " + address.to_string());
+    co_await wait_writable(loop, sock);
   }
 }
 
@@ -106,13 +150,21 @@ template <class Send>
 Coro<size_t> copy_file(int file_fd, off_t offset, std::optional<size_t> count, Send send) {
   std::string chunk;
   size_t total = 0;
+  bool seekable = true;
   while (!count || total < *count) {
     size_t want = count ? std::min(kFallbackChunk, *count - total) : kFallbackChunk;
     chunk.resize(want);
-    ssize_t n = ::pread(file_fd, chunk.data(), want, offset + static_cast<off_t>(total));
+    ssize_t n = seekable ? ::pread(file_fd, chunk.data(), want, offset + static_cast<off_t>(total))
+                         : ::read(file_fd, chunk.data(), want);
     if (n < 0) {
       if (errno == EINTR) continue;
-      throw_errno("pread");
+      // A pipe or a FIFO: read it from where it stands, as Python's
+      // file.readinto does (an offset cannot be honoured).
+      if (errno == ESPIPE && seekable && offset == 0) {
+        seekable = false;
+        continue;
+      }
+      throw_errno(seekable ? "pread" : "read");
     }
     if (n == 0) break;
     co_await send(std::string_view(chunk.data(), static_cast<size_t>(n)));
@@ -168,9 +220,13 @@ Coro<size_t> sendfile_on(Socket socket, int file_fd, off_t offset, std::optional
       co_await socket.writable();
       continue;
     }
-    if ((err == EINVAL || err == ENOSYS || err == EOVERFLOW) && total == 0) {
-      // This pair of descriptors cannot use sendfile(2).
-      if (!fallback) throw_errno("sendfile is not supported for this socket and file", err);
+    if ((err == EINVAL || err == ENOSYS || err == EOVERFLOW || err == ESPIPE) && total == 0) {
+      // This pair of descriptors cannot use sendfile(2) (ESPIPE: the file
+      // is a pipe, which has no offset to read from).
+      if (!fallback) {
+        throw SendfileNotAvailableError(std::string("sendfile(2) cannot send this file: ") +
+                                        std::strerror(err));
+      }
       auto send = [socket](std::string_view data) { return send_all(socket, data); };
       total = co_await copy_file(file_fd, offset, count, send);
       position = offset + static_cast<off_t>(total);
@@ -254,7 +310,13 @@ Coro<size_t> sendfile_through_writes(EventLoop& loop, Transport& transport, int 
 
 Coro<size_t> sock_sendfile(EventLoop& loop, int sock, int file_fd, off_t offset,
                            std::optional<size_t> count, bool fallback) {
-  return sendfile_on(RawSocket{loop, sock}, file_fd, offset, count, fallback);
+  int type = 0;
+  socklen_t len = sizeof(type);
+  if (::getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &len) != 0) throw_errno("sock_sendfile");
+  if (type != SOCK_STREAM) {
+    throw std::invalid_argument("sock_sendfile: only SOCK_STREAM type sockets are supported");
+  }
+  co_return co_await sendfile_on(RawSocket{loop, sock}, file_fd, offset, count, fallback);
 }
 
 Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t offset,
@@ -263,7 +325,8 @@ Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t 
   if (transport.is_closing()) throw std::runtime_error("sendfile: the transport is closing");
   if (socket_transport == nullptr) {
     if (!fallback) {
-      throw std::runtime_error("sendfile: this transport has no socket to send a file on");
+      throw SendfileNotAvailableError(
+          "sendfile: fallback is disabled and this transport has no socket to send a file on");
     }
     co_return co_await sendfile_through_writes(loop, transport, file_fd, offset, count);
   }

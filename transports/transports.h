@@ -22,6 +22,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -175,8 +176,21 @@ struct ConnectOptions : TlsFields {
   int family = 0;  // AF_UNSPEC: whatever the name resolves to
   std::optional<SocketAddress> local_addr;
   int sock = -1;  // an already connected socket to wrap instead
-  // Accepted for compatibility; addresses are tried one after the other.
+  // Happy eyeballs (RFC 8305), as loop.create_connection's keywords. Unset
+  // (None): the addresses are tried one after the other, each until it
+  // fails. Set: the next address is also tried once this delay has passed
+  // since the previous attempt started (0.25 s is RFC 8305's advice); the
+  // first connection wins and the other attempts are closed.
   std::optional<std::chrono::duration<double>> happy_eyeballs_delay;
+  // Reorders the addresses by family before trying them: `interleave` - 1
+  // addresses of the first family, then one of each family in turn. Unset:
+  // 1 with a happy eyeballs delay, else no reordering (0 too).
+  std::optional<int> interleave;
+  // When every address fails: false throws the single error, or (several
+  // with different texts) a std::system_error "Multiple exceptions: ..."
+  // with the first one's code; true throws an ExceptionGroup of them all
+  // (Python 3.12's all_errors=True).
+  bool all_errors = false;
 };
 
 // server_hostname is for clients: std::invalid_argument if set.
@@ -295,7 +309,8 @@ Coro<std::pair<std::shared_ptr<T>, std::shared_ptr<ProtocolOf<F>>>> with_protoco
 }  // namespace transports_internal
 
 // Connects to host:port (a name goes through the loop's resolver; each
-// address is tried in turn) and wraps the socket in a transport driving a
+// address is tried in turn, or raced with options.happy_eyeballs_delay) and
+// wraps the socket in a transport driving a
 // protocol from `factory`. TCP_NODELAY is on, as in asyncio.
 //
 // The functions taking options come in two overloads rather than with a
@@ -353,6 +368,20 @@ inline Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std:
                                   uint16_t port) {
   return create_server(loop, std::move(factory), std::move(host), port, ServerOptions());
 }
+// Listens on every address of every host (Python: `host` a sequence of
+// hosts); an empty string among them: every interface; an address that
+// several hosts share gets one socket. No host at all: std::runtime_error.
+// The hosts are resolved one after the other; the first failure throws and
+// nothing listens. A separate overload, not a variant: Python tells a str
+// from a sequence at run time, C++ by type. Build the vector in a statement
+// of its own: a braced list of strings is ambiguous with std::string's
+// iterator-pair constructor (and GCC 12 rejects it inside co_await).
+Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::vector<std::string> hosts,
+                           uint16_t port, ServerOptions options);
+inline Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory,
+                                  std::vector<std::string> hosts, uint16_t port) {
+  return create_server(loop, std::move(factory), std::move(hosts), port, ServerOptions());
+}
 // Listens on a Unix socket path; a stale socket file is replaced, and the
 // file is removed when the server closes.
 Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path,
@@ -381,8 +410,20 @@ inline Coro<std::shared_ptr<Transport>> start_tls(EventLoop& loop,
                    TlsOptions());
 }
 
+// asyncio.SendfileNotAvailableError: sendfile(2) cannot be used here (the
+// file is not a regular, mappable file; the transport has no socket of its
+// own, as under TLS), and `fallback` is false. A std::runtime_error, as the
+// Python class is a RuntimeError. (Python raises a plain RuntimeError for a
+// TLS transport with fallback=False; this is its subclass, so either catch
+// works.)
+class SendfileNotAvailableError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 // Sends a file over a transport with sendfile(2) (or read/write with
-// fallback); returns the bytes sent.
+// fallback); returns the bytes sent. Without fallback, where sendfile(2)
+// cannot be used: SendfileNotAvailableError, nothing sent.
 Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t offset = 0,
                       std::optional<size_t> count = {}, bool fallback = true);
 
@@ -392,8 +433,29 @@ Coro<size_t> sendfile(EventLoop& loop, Transport& transport, int file_fd, off_t 
 Coro<std::string> sock_recv(EventLoop& loop, int sock, size_t nbytes);
 Coro<size_t> sock_recv_into(EventLoop& loop, int sock, std::span<char> buf);
 Coro<void> sock_sendall(EventLoop& loop, int sock, std::string_view data);
+// Datagram sockets (3.11):
+//   data, addr = await loop.sock_recvfrom(sock, bufsize)
+//     -> auto [data, addr] = co_await sock_recvfrom(loop, sock, bufsize);
+//   nbytes, addr = await loop.sock_recvfrom_into(sock, buf, nbytes=0)
+//     -> auto [n, addr] = co_await sock_recvfrom_into(loop, sock, buf, nbytes);
+//   n = await loop.sock_sendto(sock, data, address)
+//     -> size_t n = co_await sock_sendto(loop, sock, data, address);
+// Each waits until the socket is ready, as sock_recv; cancelling removes the
+// watch. sock_recvfrom_into reads at most `nbytes` (0: the whole buffer;
+// more than the buffer: std::invalid_argument). `data` and `buf` must stay
+// valid until the call is done; `address` is taken by value.
+Coro<std::pair<std::string, SocketAddress>> sock_recvfrom(EventLoop& loop, int sock,
+                                                          size_t bufsize);
+Coro<std::pair<size_t, SocketAddress>> sock_recvfrom_into(EventLoop& loop, int sock,
+                                                          std::span<char> buf, size_t nbytes = 0);
+Coro<size_t> sock_sendto(EventLoop& loop, int sock, std::string_view data, SocketAddress address);
 Coro<void> sock_connect(EventLoop& loop, int sock, const SocketAddress& addr);
 Coro<std::pair<int, SocketAddress>> sock_accept(EventLoop& loop, int sock);
+// loop.sock_sendfile: `sock` must be a stream socket (else
+// std::invalid_argument, Python's ValueError); without fallback, a file
+// sendfile(2) cannot send throws SendfileNotAvailableError. With fallback
+// the file is read and sent (a pipe too, from where it stands, when offset
+// is 0).
 Coro<size_t> sock_sendfile(EventLoop& loop, int sock, int file_fd, off_t offset = 0,
                            std::optional<size_t> count = {}, bool fallback = true);
 
