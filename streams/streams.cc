@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstring>
 #include <optional>
 #include <system_error>
 
@@ -16,38 +17,113 @@ IncompleteReadError::IncompleteReadError(std::string partial, std::optional<size
 
 namespace streams_internal {
 
+namespace {
+
+// Bulk reads land in blocks of the socket transport's read size, recycled
+// through a per-thread pool: a reader gives its block back as soon as it has
+// no unread bytes, so idle connections hold none and busy ones reuse pages
+// already mapped (no page fault and no allocation per message).
+constexpr size_t kBlockSize = 256 * 1024;
+constexpr size_t kPooledBlocks = 16;
+// Fewer unread bytes than this after a read from the transport leave the
+// block for a small string of their own: a connection that waits with a
+// partial message does not pin a block.
+constexpr size_t kSmallData = 8 * 1024;
+
+thread_local bool block_pool_gone = false;
+
+struct BlockPool {
+  std::vector<std::string> blocks;
+  ~BlockPool() { block_pool_gone = true; }
+};
+
+BlockPool& block_pool() {
+  thread_local BlockPool pool;
+  return pool;
+}
+
+std::string acquire_block() {
+  if (!block_pool_gone) {
+    BlockPool& pool = block_pool();
+    if (!pool.blocks.empty()) {
+      std::string block = std::move(pool.blocks.back());
+      pool.blocks.pop_back();
+      return block;
+    }
+  }
+  std::string block;
+  block.resize(kBlockSize);
+  return block;
+}
+
+void release_block(std::string&& block) {
+  if (block_pool_gone) return;
+  BlockPool& pool = block_pool();
+  if (pool.blocks.size() < kPooledBlocks) pool.blocks.push_back(std::move(block));
+}
+
+}  // namespace
+
 // The state of a StreamReader (asyncio's StreamReader attributes).
 struct ReaderState {
   ReaderState(size_t l, EventLoop& lp) : limit(l), loop(lp) {}
+  ~ReaderState() {
+    if (holds_block()) release_block(std::move(storage));
+  }
 
-  size_t size() const { return buffer.size() - offset; }
-  std::string_view view() const { return std::string_view(buffer).substr(offset); }
-  // Removes and returns the first n buffered bytes.
+  size_t size() const { return end - begin; }
+  std::string_view view() const { return std::string_view(storage.data() + begin, size()); }
+  // Removes and returns the first n buffered bytes: the storage itself when
+  // it is all of it and not a pooled block, a copy otherwise.
   std::string take(size_t n) {
-    if (offset == 0 && n == buffer.size()) return std::exchange(buffer, std::string());
-    std::string out = buffer.substr(offset, n);
+    if (n == size() && n > 0 && !holds_block()) {
+      storage.resize(end);
+      if (begin > 0) storage.erase(0, begin);
+      begin = end = 0;
+      return std::exchange(storage, std::string());
+    }
+    std::string out(storage.data() + begin, n);
     consume(n);
     return out;
   }
-  // Unread data is moved to the front only when more arrives (see append),
-  // so a partial read does not shift the rest.
+  // Unread data is moved to the front only when more arrives (see
+  // ensure_space), so a partial read does not shift the rest.
   void consume(size_t n) {
-    offset += n;
-    if (offset == buffer.size()) {
-      buffer.clear();
-      offset = 0;
-    }
+    begin += n;
+    if (begin == end) clear();
   }
   void append(std::string_view data) {
-    if (offset > 0 && offset * 2 >= buffer.size()) {
-      buffer.erase(0, offset);
-      offset = 0;
+    ensure_space(data.size());
+    std::memcpy(storage.data() + end, data.data(), data.size());
+    end += data.size();
+  }
+  // Room for the transport to receive into (BufferedProtocol::get_buffer).
+  // With unread bytes in a block, the room left in it will do (down to
+  // kSmallData): asking for a whole block more would grow the buffer past it.
+  std::span<char> get_buffer(size_t sizehint) {
+    const size_t room_in_block = size() < kBlockSize ? kBlockSize - size() : 0;
+    ensure_space(std::clamp<size_t>(sizehint, 1, std::max(room_in_block, kSmallData)));
+    return std::span<char>(storage.data() + end, storage.size() - end);
+  }
+  // `n` bytes were received at the start of get_buffer()'s span.
+  void buffer_updated(size_t n) {
+    end += n;
+    if (holds_block() && size() < kSmallData) {
+      std::string small(view());
+      release_block(std::move(storage));
+      storage = std::move(small);
+      begin = 0;
+      end = storage.size();
     }
-    buffer.append(data);
   }
   void clear() {
-    buffer.clear();
-    offset = 0;
+    begin = end = 0;
+    if (holds_block()) {
+      release_block(std::move(storage));
+      storage = std::string();
+    } else if (storage.size() > kSmallData) {
+      storage = std::string();  // one large message does not pin its memory
+    }
   }
   void wake_waiter() {
     if (waiter && !waiter->done()) waiter->set_result();
@@ -58,17 +134,47 @@ struct ReaderState {
       if (auto t = transport.lock()) t->resume_reading();
     }
   }
+  // After feed_data or buffer_updated: wakes the reader, pauses the
+  // transport past twice the limit.
+  void data_added();
   Coro<void> wait_for_data(const char* func_name);
 
   size_t limit;
   EventLoop& loop;
-  std::string buffer;  // unread data starts at `offset`
-  size_t offset = 0;
+  // Unread data is storage[begin, end); the rest of storage is room to
+  // receive into. storage is a pooled block when its size is kBlockSize.
+  std::string storage;
+  size_t begin = 0;
+  size_t end = 0;
   bool eof = false;
   bool paused = false;
   std::optional<Future<void>> waiter;
   std::exception_ptr exception;
   std::weak_ptr<Transport> transport;
+
+ private:
+  bool holds_block() const { return storage.size() == kBlockSize; }
+  // Makes room for `n` more bytes after `end`.
+  void ensure_space(size_t n) {
+    if (storage.size() - end >= n) return;
+    const size_t unread = size();
+    const size_t needed = unread + n;
+    if (needed <= storage.size()) {  // moving the unread bytes to the front will do
+      std::memmove(storage.data(), storage.data() + begin, unread);
+    } else {
+      std::string larger;
+      if (needed > kSmallData && needed <= kBlockSize) {
+        larger = acquire_block();
+      } else {  // small data in a string of its own; past a block, doubling
+        larger.resize(std::max(needed, 2 * storage.size()));
+      }
+      std::memcpy(larger.data(), storage.data() + begin, unread);
+      if (holds_block()) release_block(std::move(storage));
+      storage = std::move(larger);
+    }
+    begin = 0;
+    end = unread;
+  }
 };
 
 namespace {
@@ -120,17 +226,25 @@ void StreamReader::set_transport(std::shared_ptr<Transport> transport) {
   state_->transport = transport;
 }
 
+namespace streams_internal {
+
+void ReaderState::data_added() {
+  wake_waiter();
+  if (!paused && size() > 2 * limit) {
+    if (auto t = transport.lock()) {
+      t->pause_reading();
+      paused = true;
+    }
+  }
+}
+
+}  // namespace streams_internal
+
 void StreamReader::feed_data(std::string_view data) {
   ReaderState& s = *state_;
   if (data.empty()) return;
   s.append(data);
-  s.wake_waiter();
-  if (!s.paused && s.size() > 2 * s.limit) {
-    if (auto t = s.transport.lock()) {
-      t->pause_reading();
-      s.paused = true;
-    }
-  }
+  s.data_added();
 }
 
 void StreamReader::feed_eof() {
@@ -371,6 +485,21 @@ void StreamReaderProtocol::connection_lost(std::exception_ptr exc) {
 
 void StreamReaderProtocol::data_received(std::string_view data) {
   if (reader_) reader_->feed_data(data);
+}
+
+std::span<char> StreamReaderProtocol::get_buffer(size_t sizehint) {
+  if (!reader_) {  // nobody reads: the bytes are dropped, as asyncio does
+    thread_local char discard[16 * 1024];
+    return std::span<char>(discard, sizeof(discard));
+  }
+  return reader_->state_->get_buffer(sizehint);
+}
+
+void StreamReaderProtocol::buffer_updated(size_t nbytes) {
+  if (!reader_ || nbytes == 0) return;
+  ReaderState& s = *reader_->state_;
+  s.buffer_updated(nbytes);
+  s.data_added();
 }
 
 bool StreamReaderProtocol::eof_received() {

@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <ranges>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -233,15 +234,19 @@ inline Coro<Server> start_unix_server(ClientConnected cb, std::string path) {
 namespace streams_internal {
 
 // Feeds a StreamReader from a transport and gives StreamWriter its flow
-// control (asyncio's StreamReaderProtocol with FlowControlMixin).
-class StreamReaderProtocol final : public Protocol,
+// control (asyncio's StreamReaderProtocol with FlowControlMixin). A
+// BufferedProtocol: the transport receives straight into the reader's buffer.
+class StreamReaderProtocol final : public BufferedProtocol,
                                    public std::enable_shared_from_this<StreamReaderProtocol> {
  public:
   StreamReaderProtocol(StreamReader reader, EventLoop& loop, ClientConnected cb = nullptr);
 
   void connection_made(std::shared_ptr<BaseTransport> transport) override;
   void connection_lost(std::exception_ptr exc) override;
-  void data_received(std::string_view data) override;
+  // As Protocol's: feeds a copy of `data` to the reader.
+  void data_received(std::string_view data);
+  std::span<char> get_buffer(size_t sizehint) override;
+  void buffer_updated(size_t nbytes) override;
   bool eof_received() override;
   void pause_writing() override { paused_ = true; }
   void resume_writing() override;

@@ -15,6 +15,8 @@
 #   --conns "A B"     connection counts (default "10 100")
 #   --servers "A B"   a subset of: ours-protocol ours-streams uvloop-protocol
 #                     uvloop-streams asyncio-protocol asyncio-streams c-epoll
+#   --read-size N     what each read() of the streams servers asks for
+#                     (default 65536; 262144 for the bulk streams echo)
 #   --no-pin          do not pin to core 0
 #   --json FILE       also keep every measurement (JSON lines) in FILE
 #   --tls             every server over TLS (the C server has none: left out),
@@ -71,6 +73,7 @@ handshakes=0
 sizes_given=0
 servers_given=0
 pipeline=1
+read_size=65536
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --quick) rounds=1; seconds=0.5; warmup=0.1; shift ;;
@@ -87,6 +90,7 @@ while [[ $# -gt 0 ]]; do
     --servers) servers="$2"; servers_given=1; shift 2 ;;
     --servers=*) servers="${1#*=}"; servers_given=1; shift ;;
     --no-pin) pin=0; shift ;;
+    --read-size) read_size="$2"; shift 2 ;;
     --json) json_out="$2"; shift 2 ;;
     --json=*) json_out="${1#*=}"; shift ;;
     --tls) tls=1; shift ;;
@@ -207,17 +211,19 @@ declare -A pid_of port_of
 server_cmd() {
   case "$1" in
     ours-protocol) echo "$bench_dir/echo_protocol_server ${lines_mode:+--lines}" ;;
-    ours-streams) echo "$bench_dir/echo_streams_server ${lines_mode:+--lines}" ;;
+    ours-streams) echo "$bench_dir/echo_streams_server ${lines_mode:+--lines}" ;;  # read size: below
     c-epoll) echo "$bench_dir/echo_epoll" ;;
     uvloop-*|asyncio-*)
-      echo "$python $bench_dir/echo_server.py --loop ${1%%-*} --mode ${1#*-}$lines_mode" ;;
+      echo "$python $bench_dir/echo_server.py --loop ${1%%-*} --mode ${1#*-}$lines_mode --read-size $read_size" ;;
   esac
 }
 started=""
 for s in $servers; do
   read -r -a cmd <<<"$(server_cmd "$s")"
+  trailing=()
+  [[ "$s" == ours-streams ]] && trailing=("$read_size")
   # exec: $! is the server itself (taskset execs it too).
-  "${pin_cmd[@]}" "${cmd[@]}" "${tls_server_args[@]}" 0 >"$out/$s.port" 2>"$out/$s.err" &
+  "${pin_cmd[@]}" "${cmd[@]}" "${tls_server_args[@]}" 0 "${trailing[@]}" >"$out/$s.port" 2>"$out/$s.err" &
   pid=$!
   pids+=("$pid")
   port=""
@@ -365,8 +371,8 @@ def med(results, key):
 
 if rows:
     print("| size | conns | server | req/s | server CPU µs/req | p50 µs | p99 µs "
-          f"| CPU vs {base_name} | req/s vs {base_name} | user µs/req |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+          f"| CPU vs {base_name} | req/s vs {base_name} | user µs/req | page faults/req |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for size, conns in sorted({(k[0], k[1]) for k in rows}):
     for server in order:
         results = rows.get((size, conns, server))
@@ -380,9 +386,10 @@ for size, conns in sorted({(k[0], k[1]) for k in rows}):
         vs_cpu = f"{cpu / c_cpu:.2f}x" if c_cpu else "-"
         vs_rps = f"{rps / c_rps:.2f}x" if c_rps else "-"
         user = med(results, "server_user_us_per_req")
+        faults = med(results, "server_faults_per_req") if "server_faults_per_req" in results[0] else float("nan")
         print(f"| {size_name(size)} | {conns} | {server} | {rps:,.0f} | {cpu:.2f} "
               f"| {med(results, 'p50_us'):.0f} | {med(results, 'p99_us'):.0f} "
-              f"| {vs_cpu} | {vs_rps} | {user:.2f} |")
+              f"| {vs_cpu} | {vs_rps} | {user:.2f} | {faults:.2f} |")
 
 if handshake_rows:
     if rows:

@@ -12,10 +12,12 @@
 //
 //   {"requests": ..., "seconds": ..., "req_per_s": ..., "p50_us": ...,
 //    "p99_us": ..., "server_cpu_s": ..., "server_cpu_us_per_req": ...,
-//    "server_user_us_per_req": ..., "connections": N, "size": S}
+//    "server_user_us_per_req": ..., "server_faults_per_req": ...,
+//    "connections": N, "size": S}
 //
 // With --server-pid, server_cpu_s is the server's utime+stime (from
-// /proc/PID/stat, all threads) over the measured window, and
+// /proc/PID/stat, all threads) over the measured window,
+// server_faults_per_req its page faults (minflt + majflt) per request, and
 // server_user_us_per_req its utime alone per request (the kernel's TCP work
 // is the same for every server; user time is what differs); the server
 // fields are -1 without it. --verify checks every echoed byte.
@@ -138,8 +140,9 @@ int64_t NowNs() {
 }
 
 struct CpuTimes {
-  double user = -1;  // utime, seconds
-  double sys = -1;   // stime
+  double user = -1;    // utime, seconds
+  double sys = -1;     // stime
+  double faults = -1;  // minflt + majflt
   double total() const { return user < 0 ? -1 : user + sys; }
 };
 
@@ -155,12 +158,15 @@ CpuTimes ProcessCpuTimes(int pid) {
   std::string field;
   uint64_t utime = 0;
   uint64_t stime = 0;
+  uint64_t faults = 0;
   for (int i = 3; i <= 15 && fields >> field; ++i) {
+    if (i == 10 || i == 12) faults += std::strtoull(field.c_str(), nullptr, 10);  // min, maj
     if (i == 14) utime = std::strtoull(field.c_str(), nullptr, 10);
     if (i == 15) stime = std::strtoull(field.c_str(), nullptr, 10);
   }
   const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
-  return {static_cast<double>(utime) / hz, static_cast<double>(stime) / hz};
+  return {static_cast<double>(utime) / hz, static_cast<double>(stime) / hz,
+          static_cast<double>(faults)};
 }
 
 Options Parse(int argc, char** argv) {
@@ -425,11 +431,13 @@ class Window {
     double server_cpu = -1;
     double cpu_per_req = -1;
     double user_per_req = -1;
+    double faults_per_req = -1;
     if (o_.server_pid > 0 && cpu_start_.user >= 0 && cpu_end_.user >= 0) {
       server_cpu = cpu_end_.total() - cpu_start_.total();
       if (done > 0) {
         cpu_per_req = server_cpu / static_cast<double>(done) * 1e6;
         user_per_req = (cpu_end_.user - cpu_start_.user) / static_cast<double>(done) * 1e6;
+        faults_per_req = (cpu_end_.faults - cpu_start_.faults) / static_cast<double>(done);
       }
     }
     const double p50 = Percentile(latencies_us, 0.50);
@@ -452,10 +460,12 @@ class Window {
     std::printf(
         "{\"%s\": %llu, \"seconds\": %.6f, \"%s_per_s\": %.1f, \"p50_us\": %.1f, "
         "\"p99_us\": %.1f, \"server_cpu_s\": %.3f, \"server_cpu_us_per_%s\": %.3f, "
-        "\"server_user_us_per_%s\": %.3f, \"connections\": %d, \"size\": %zu%s}\n",
+        "\"server_user_us_per_%s\": %.3f, \"server_faults_per_%s\": %.3f, \"connections\": %d, "
+        "\"size\": %zu%s}\n",
         count, static_cast<unsigned long long>(done), seconds, rate,
         seconds > 0 ? static_cast<double>(done) / seconds : 0.0, p50, p99, server_cpu, per,
-        cpu_per_req, per, user_per_req, o_.connections, o_.size, fields.c_str());
+        cpu_per_req, per, user_per_req, per, faults_per_req, o_.connections, o_.size,
+        fields.c_str());
   }
 
  private:

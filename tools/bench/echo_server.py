@@ -51,10 +51,13 @@ async def echo_lines(reader, writer):
         writer.close()
 
 
+READ_SIZE = 65536
+
+
 async def echo_streams(reader, writer):
     try:
         while True:
-            data = await reader.read(65536)
+            data = await reader.read(READ_SIZE)
             if not data:
                 break
             writer.write(data)
@@ -83,8 +86,11 @@ def main():
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     parser.add_argument("--mode", choices=["protocol", "streams", "protocol-lines", "streams-lines"], default="protocol")
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    parser.add_argument("--read-size", type=int, default=65536, help="what each streams read() asks for")
     parser.add_argument("port", nargs="?", type=int, default=0)
     args = parser.parse_args()
+    global READ_SIZE
+    READ_SIZE = args.read_size
     ssl_context = None
     if args.tls:
         ssl_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
