@@ -102,6 +102,10 @@ class FutureStateBase {
   void check_pending() const;
   const std::exception_ptr& stored_exception() const noexcept { return exception_; }
   uint16_t value_offset() const noexcept { return value_offset_; }
+  // The first done-callback (a circular list), for capture_call_graph: who
+  // awaits a future is read from its callbacks, so nothing is recorded on
+  // the hot paths.
+  const CallbackNode* first_callback() const noexcept { return callbacks_; }
 
  protected:
   virtual ~FutureStateBase();
@@ -325,6 +329,17 @@ struct WakeNode : CallbackNode {
   static void wake(CallbackNode* self, FutureStateBase* future);
   TaskCore* task = nullptr;
 };
+
+// future_add_to_awaited_by / future_discard_from_awaited_by (call_graph.h):
+// a node on `future`'s callback list names `waiter`; it goes when `future`
+// completes. Library code that awaits by callback registers its parent task.
+void add_awaited_by(FutureStateBase* future, FutureStateBase* waiter);
+void discard_awaited_by(FutureStateBase* future, FutureStateBase* waiter);
+// The future that a combinator's callback on a child stands for (gather's
+// outer future, wait's waiter), or null if `node` is none of theirs.
+FutureStateBase* combinator_future(const CallbackNode& node) noexcept;
+// Whether `node` is a task's wake-up on the future it awaits; its task.
+TaskCore* waking_task(const CallbackNode& node) noexcept;
 
 // RuntimeError as asyncio's Task.__step raises for a task awaiting itself or
 // a future of another loop.
