@@ -7,6 +7,7 @@
 #include <set>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -125,8 +126,25 @@ std::string function_name(const void* code) {
 std::vector<FrameCallGraphEntry> call_stack_of(const TaskCore& task) {
   std::vector<FrameCallGraphEntry> stack;
   if (!task.started() || task.done()) return stack;
+  // The running task's frame is past its last co_await: no line for it.
+  const bool suspended = &task != current_task_core();
   for (const TaskFrame& frame : get_stack(Access::any_task(const_cast<TaskCore*>(&task)))) {
-    stack.push_back({frame, function_name(frame.resume)});
+    FrameCallGraphEntry entry{frame, function_name(frame.resume), "", 0};
+#ifdef ASYNCIO_AWAIT_LOCATIONS
+    if (suspended && frame.kind == TaskFrame::Kind::kCoroutine) {
+      const std::source_location& at =
+          std::coroutine_handle<Promise<void>>::from_address(const_cast<void*>(frame.address))
+              .promise()
+              .awaited_at_;
+      std::string_view file = at.file_name();
+      if (file.starts_with("./")) file.remove_prefix(2);  // as some include paths name it
+      entry.file = file;
+      entry.line = at.line();
+    }
+#else
+    (void)suspended;
+#endif
+    stack.push_back(std::move(entry));
   }
   std::reverse(stack.begin(), stack.end());
   return stack;
@@ -193,7 +211,11 @@ void render_level(const FutureCallGraph& graph, std::string& out, int level) {
   if (!graph.call_stack.empty()) {
     add_line("  + Call stack:");
     for (const FrameCallGraphEntry& entry : graph.call_stack) {
-      add_line(std::string("  |   in ") + frame_tag(entry.frame.kind) + " " + entry.function);
+      std::string where;
+      if (entry.line != 0) {
+        where = "File '" + entry.file + "', line " + std::to_string(entry.line) + ", ";
+      }
+      add_line("  |   " + where + "in " + frame_tag(entry.frame.kind) + " " + entry.function);
     }
   }
   if (!graph.awaited_by.empty()) {
@@ -362,7 +384,9 @@ std::string format_task_tree(EventLoop& loop) {
     std::vector<FrameCallGraphEntry> stack = call_stack_of(*task);
     std::reverse(stack.begin(), stack.end());
     for (const FrameCallGraphEntry& entry : stack) {
-      text += inner + "└──  " + entry.function + "\n";
+      text += inner + "└──  " + entry.function;
+      if (entry.line != 0) text += " " + entry.file + ":" + std::to_string(entry.line);
+      text += "\n";
       inner += "    ";
     }
     path.push_back(task);

@@ -31,7 +31,13 @@
 // done-callbacks (a task's wake-up, gather's and wait's nodes, and the nodes
 // of future_add_to_awaited_by, which TaskGroup, shield and as_completed
 // add). A frame is named by the symbol of its coroutine's body (read from
-// the binary's symbol table; no source line: C++ keeps none at run time).
+// the binary's symbol table). Built with ASYNCIO_AWAIT_LOCATIONS defined
+// (`--config=await_locations`), each Coro also keeps the co_await it is
+// suspended at, and frames read as Python's:
+//
+//     |   File 'app/fetch.cc', line 42, in async app::read_reply()
+//
+// That is off by default: a store per co_await and a pointer per frame.
 // Call these on the loop's thread, as any task method.
 #pragma once
 
@@ -55,6 +61,11 @@ struct FrameCallGraphEntry {
   // ("app::fetch()"), or the module and offset of its body if the binary
   // has no symbol for it.
   std::string function;
+  // With ASYNCIO_AWAIT_LOCATIONS: the co_await the frame is suspended at.
+  // Otherwise, and for the running task's frame or a frame that is not a
+  // Coro's, empty and 0.
+  std::string file;
+  unsigned line = 0;
 };
 
 // FutureCallGraph(future, call_stack, awaited_by).

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <optional>
 #include <regex>
+#include <source_location>
 #include <string>
 #include <vector>
 
@@ -19,8 +20,12 @@ using namespace std::chrono_literals;
 
 // Ids are addresses, and run's own task is numbered by a process-wide
 // counter: both are replaced before comparing.
+// Source locations (present with ASYNCIO_AWAIT_LOCATIONS) are left out too;
+// AwaitLocations checks them.
 std::string normalized(const std::string& text) {
   std::string out = std::regex_replace(text, std::regex("0x[0-9a-f]+"), "0x?");
+  out = std::regex_replace(out, std::regex("File '[^']*', line [0-9]+, "), "");
+  out = std::regex_replace(out, std::regex(" [^ ]+\\.(cc|h):[0-9]+\n"), "\n");
   return std::regex_replace(out, std::regex("Task-[0-9]+"), "Task-N");
 }
 
@@ -30,7 +35,12 @@ std::string cells(const std::string& table) {
   return std::regex_replace(out, std::regex("-{10,}"), "---");
 }
 
-Coro<void> leaf(Future<void> gate) { co_await gate; }
+unsigned leaf_await_line = 0;
+
+Coro<void> leaf(Future<void> gate) {
+  leaf_await_line = std::source_location::current().line() + 1;
+  co_await gate;
+}
 
 Coro<void> fetch(Future<void> gate) { co_await leaf(gate); }
 
@@ -186,6 +196,32 @@ TEST(CallGraphTest, TaskGroupGatherAndEvent) {
     co_await main;
     co_await gatherer;
     co_await waiter;
+  }());
+}
+
+TEST(CallGraphTest, AwaitLocations) {
+  run([]() -> Coro<void> {
+    GatedTask waiter("waiter");
+    Task<void> leaf_task = create_task(leaf(waiter.gate), "leaf");
+    co_await settle();
+    FutureCallGraph graph = capture_call_graph(leaf_task);
+    EXPECT_EQ(graph.call_stack.size(), 1u);
+    if (graph.call_stack.size() == 1) {
+      const FrameCallGraphEntry& frame = graph.call_stack[0];
+#ifdef ASYNCIO_AWAIT_LOCATIONS
+      EXPECT_EQ(frame.file, "futures/call_graph_test.cc");
+      EXPECT_EQ(frame.line, leaf_await_line);
+      EXPECT_NE(format_call_graph(graph).find("  |   File 'futures/call_graph_test.cc', line " +
+                                              std::to_string(leaf_await_line) +
+                                              ", in async asyncio::graph_test::leaf()"),
+                std::string::npos);
+#else
+      EXPECT_EQ(frame.file, "");
+      EXPECT_EQ(frame.line, 0u);
+#endif
+    }
+    co_await waiter.open();
+    co_await leaf_task;
   }());
 }
 
