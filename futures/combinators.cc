@@ -36,6 +36,12 @@ class GatherState final : public FutureStateBase, public Pooled {
     return any;
   }
 
+  // The outer future a child's callback node belongs to (capture_call_graph).
+  static GatherState* owner_of(const CallbackNode& node) noexcept {
+    if (node.fire != &GatherState::on_child_done) return nullptr;
+    return static_cast<const ChildNode&>(node).owner;
+  }
+
  private:
   struct ChildNode : CallbackNode {
     ChildNode() : CallbackNode(&GatherState::on_child_done) {}
@@ -123,6 +129,14 @@ void WaitNode::on_done(CallbackNode* self, FutureStateBase* future) {
 }
 
 }  // namespace
+
+FutureStateBase* combinator_future(const CallbackNode& node) noexcept {
+  if (GatherState* gather = GatherState::owner_of(node)) return gather;
+  if (node.fire == &WaitNode::on_done) {
+    return Access::state(static_cast<const WaitNode&>(node).context->waiter);
+  }
+  return nullptr;
+}
 
 Future<void> gather_children(EventLoop& loop, std::vector<FutureStateBase*> children,
                              bool return_exceptions) {
@@ -218,6 +232,8 @@ struct TaskGroupState {
 void track_in_group(const std::shared_ptr<TaskGroupState>& group, AnyTask task,
                     Future<void> completion) {
   group->tasks.emplace(Access::core(task), task);
+  // As 3.14: the group's parent awaits its tasks (capture_call_graph).
+  add_awaited_by(Access::core(task), Access::core(*group->parent));
   completion.add_done_callback([group, task](Future<void>&) { group->on_task_done(task); });
 }
 

@@ -331,6 +331,10 @@ Future<await_result_t<A>> shield(A&& aw) {
   Future<R> inner = ensure_future(std::forward<A>(aw));
   if (inner.done()) return inner;
   Future<R> outer = create_future<R>(inner.get_loop());
+  // As 3.14: the task calling shield awaits `inner` (capture_call_graph).
+  if (futures_internal::TaskCore* awaiting = futures_internal::current_task_core()) {
+    futures_internal::add_awaited_by(futures_internal::Access::state(inner), awaiting);
+  }
   CallbackId inner_cb = inner.add_done_callback([outer](Future<R>& in) mutable {
     if (outer.cancelled()) {
       if (!in.cancelled()) (void)in.exception();  // retrieved: nobody else will
@@ -497,8 +501,13 @@ auto as_completed(std::vector<A> aws, OptionalTimeout timeout = {}) {
   }
   const size_t count = state->todo.size();
   state->left = count;
+  futures_internal::TaskCore* awaiting = futures_internal::current_task_core();
   for (auto& [f, id] : state->todo) {
     id = f.add_done_callback([state](Future<R>& done) { state->on_completion(done); });
+    // The task iterating awaits each one (capture_call_graph).
+    if (awaiting != nullptr) {
+      futures_internal::add_awaited_by(futures_internal::Access::state(f), awaiting);
+    }
   }
   if (count > 0 && timeout) {
     state->timeout = get_running_loop().call_later(*timeout, [state] { state->on_timeout(); });

@@ -26,6 +26,11 @@
 // repr, get_stack, print_stack: looking at tasks.
 #include "futures/introspection.h"
 
+// capture_call_graph, format_call_graph, print_call_graph,
+// future_add_to_awaited_by, format_tasks_table, format_task_tree: who awaits
+// whom.
+#include "futures/call_graph.h"
+
 // run, Runner and run_until_complete: drive a loop until a coroutine is done;
 // shutdown_default_executor.
 #include "futures/run.h"
