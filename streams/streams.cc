@@ -482,6 +482,29 @@ ServerOptions server_options(const StreamOptions& options) {
 
 }  // namespace
 
+Coro<StreamReader> open_read_pipe(int fd, size_t limit) {
+  EventLoop& loop = get_running_loop();
+  StreamReader reader(limit, &loop);
+  auto protocol = std::make_shared<StreamReaderProtocol>(reader, loop);
+  auto factory = [protocol] { return protocol; };  // not inside co_await: see open_connection
+  auto connecting = connect_read_pipe(loop, factory, fd);
+  co_await std::move(connecting);
+  co_return reader;
+}
+
+Coro<StreamWriter> open_write_pipe(int fd) {
+  EventLoop& loop = get_running_loop();
+  // The protocol gives the writer its flow control and wait_closed(); its
+  // reader is never fed (a write pipe receives nothing), and the writer has
+  // none.
+  auto protocol =
+      std::make_shared<StreamReaderProtocol>(StreamReader(kDefaultStreamLimit, &loop), loop);
+  auto factory = [protocol] { return protocol; };
+  auto connecting = connect_write_pipe(loop, factory, fd);
+  auto [transport, p] = co_await std::move(connecting);
+  co_return StreamWriter(transport, protocol, std::nullopt);
+}
+
 Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, uint16_t port,
                                                             StreamOptions options) {
   EventLoop& loop = get_running_loop();

@@ -1,6 +1,7 @@
 #include "testing/async_test_util.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -62,6 +63,13 @@ TempDir::TempDir() {
     throw std::system_error(errno, std::generic_category(), "mkdtemp " + templ);
   }
   path_ = templ;
+}
+
+PipePair::PipePair() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) posix::throw_errno("pipe2");
+  read_end.reset(fds[0]);
+  write_end.reset(fds[1]);
 }
 
 TempDir::~TempDir() {

@@ -190,23 +190,13 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   void maybe_pause_protocol() {
     if (protocol_paused_ || queued_bytes_ < high_ || queued_bytes_ == 0) return;
     protocol_paused_ = true;
-    try {
-      datagram_protocol_->pause_writing();
-    } catch (...) {
-      loop_.call_exception_handler(
-          {"protocol.pause_writing() failed", std::current_exception(), "", ""});
-    }
+    call_flow_control(loop_, *datagram_protocol_, true);
   }
 
   void maybe_resume_protocol() {
     if (!protocol_paused_ || queued_bytes_ > low_) return;
     protocol_paused_ = false;
-    try {
-      datagram_protocol_->resume_writing();
-    } catch (...) {
-      loop_.call_exception_handler(
-          {"protocol.resume_writing() failed", std::current_exception(), "", ""});
-    }
+    call_flow_control(loop_, *datagram_protocol_, false);
   }
 
   void stop_reading() {

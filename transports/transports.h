@@ -90,8 +90,8 @@ class BaseTransport : public std::enable_shared_from_this<BaseTransport> {
   virtual ~BaseTransport() = default;
   virtual void close() = 0;
   virtual bool is_closing() const = 0;
-  // "peername", "sockname" (SocketAddress), "socket" (int fd); an empty
-  // std::any for anything else.
+  // "peername", "sockname" (SocketAddress), "socket" (int fd); a pipe's
+  // "pipe" (int fd); an empty std::any for anything else.
   virtual std::any get_extra_info(std::string_view name) const = 0;
   virtual void set_protocol(std::shared_ptr<BaseProtocol> protocol) = 0;
   virtual std::shared_ptr<BaseProtocol> get_protocol() const = 0;
@@ -298,6 +298,10 @@ Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, Protoc
 Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loop,
                                                                   ProtocolFactory factory,
                                                                   DatagramOptions options);
+Coro<std::shared_ptr<Transport>> connect_read_pipe(EventLoop& loop, ProtocolFactory factory,
+                                                   int fd);
+Coro<std::shared_ptr<Transport>> connect_write_pipe(EventLoop& loop, ProtocolFactory factory,
+                                                    int fd);
 
 template <class T, class F>
 Coro<std::pair<std::shared_ptr<T>, std::shared_ptr<ProtocolOf<F>>>> with_protocol(
@@ -358,6 +362,50 @@ auto create_datagram_endpoint(EventLoop& loop, F factory, DatagramOptions option
   return transports_internal::with_protocol(
       transports_internal::create_datagram_endpoint(loop, typed.erased(), std::move(options)),
       typed);
+}
+
+// Pipes, FIFOs and character devices such as ttys (standard input and
+// output):
+//   transport, protocol = await loop.connect_read_pipe(factory, pipe)
+//     -> auto [transport, protocol] = co_await connect_read_pipe(loop, factory, fd);
+//   transport, protocol = await loop.connect_write_pipe(factory, pipe)
+//     -> auto [transport, protocol] = co_await connect_write_pipe(loop, factory, fd);
+// Python passes a file object; here a descriptor, which the transport owns
+// once the call succeeds: it is made non-blocking and closed after
+// connection_lost (as Python closes the file). Pass dup(0) to keep standard
+// input open afterwards. A descriptor that is not a pipe, socket or character
+// device (a regular file) throws std::invalid_argument (Python's ValueError)
+// and stays the caller's.
+//
+// The transport is a Transport, since C++ has no duck typing (Python's
+// ReadTransport and WriteTransport are its two halves): the half a pipe does
+// not have refuses. A read pipe's write(), writelines(), write_eof() and
+// set_write_buffer_limits() throw std::logic_error (Python: AttributeError);
+// a write pipe's pause_reading()/resume_reading() do nothing.
+// get_extra_info("pipe") is the descriptor (-1 once closed).
+//
+// Read pipe: the protocol must be a Protocol; data_received for each read,
+// then at EOF eof_received() (its answer is ignored: a pipe cannot stay half
+// open) and connection_lost(null). pause_reading()/resume_reading() stop and
+// restart reading.
+// Write pipe: write() writes at once and buffers what the pipe did not
+// take, with the usual watermarks (pause_writing/resume_writing);
+// close() and write_eof() are the same (asyncio: a pipe has no half-close):
+// the buffer is flushed, then connection_lost(null). When the reader closes
+// its end (a pipe, FIFO or socket), connection_lost follows: with null if
+// nothing was waiting to be written, else a std::system_error EPIPE
+// (BrokenPipeError); a write after that fails with EPIPE the same way.
+template <class F>
+auto connect_read_pipe(EventLoop& loop, F factory, int fd) {
+  transports_internal::TypedFactory<F> typed{std::move(factory)};
+  return transports_internal::with_protocol(
+      transports_internal::connect_read_pipe(loop, typed.erased(), fd), typed);
+}
+template <class F>
+auto connect_write_pipe(EventLoop& loop, F factory, int fd) {
+  transports_internal::TypedFactory<F> typed{std::move(factory)};
+  return transports_internal::with_protocol(
+      transports_internal::connect_write_pipe(loop, typed.erased(), fd), typed);
 }
 
 // Listens on host:port (port 0: any free port; an empty host: every
