@@ -475,6 +475,8 @@ ServerOptions server_options(const StreamOptions& options) {
   s.reuse_port = options.reuse_port;
   s.start_serving = options.start_serving;
   s.sock = options.sock;
+  s.keep_alive = options.keep_alive;
+  s.cleanup_socket = options.cleanup_socket;
   static_cast<TlsFields&>(s) = options;
   s.server_hostname.clear();  // for open_connection
   return s;

@@ -191,6 +191,8 @@ struct StreamOptions : TlsFields {
   bool reuse_address = true;
   bool reuse_port = false;
   bool start_serving = true;
+  bool keep_alive = false;     // start_server, as ServerOptions
+  bool cleanup_socket = true;  // start_unix_server, as ServerOptions
   // TLS: ssl, server_hostname (open_connection only: start_server ignores
   // it), ssl_handshake_timeout and ssl_shutdown_timeout, as in ConnectOptions
   // and ServerOptions.

@@ -201,6 +201,13 @@ struct ServerOptions : TlsFields {
   bool reuse_port = false;
   bool start_serving = true;
   int sock = -1;  // an already listening socket to serve instead
+  // create_server(..., keep_alive=True) (3.13): SO_KEEPALIVE on the
+  // listening sockets it creates, which the accepted connections inherit.
+  bool keep_alive = false;
+  // create_unix_server(..., cleanup_socket=True) (3.13): closing the server
+  // removes its socket file (from a path, or a `sock` bound to one) unless
+  // the file was replaced meanwhile (another inode); false leaves it.
+  bool cleanup_socket = true;
 };
 
 struct DatagramOptions {
@@ -431,7 +438,7 @@ inline Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory,
   return create_server(loop, std::move(factory), std::move(hosts), port, ServerOptions());
 }
 // Listens on a Unix socket path; a stale socket file is replaced, and the
-// file is removed when the server closes.
+// file is removed when the server closes (see ServerOptions::cleanup_socket).
 Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path,
                                 ServerOptions options);
 inline Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path) {
