@@ -72,6 +72,14 @@ PipePair::PipePair() {
   write_end.reset(fds[1]);
 }
 
+LoopbackUdp::LoopbackUdp() : fd(::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) {
+  SocketAddress any("127.0.0.1", 0);
+  if (fd.get() < 0 || ::bind(fd.get(), any.sockaddr_ptr(), any.sockaddr_len()) != 0) {
+    posix::throw_errno("bind 127.0.0.1");
+  }
+  addr = SocketInfo(fd.get()).getsockname();
+}
+
 TempDir::~TempDir() {
   std::error_code ignored;
   std::filesystem::remove_all(path_, ignored);

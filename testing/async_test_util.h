@@ -59,6 +59,13 @@ struct PipePair {
   posix::UniqueFd write_end;
 };
 
+// A non-blocking UDP socket bound to a free loopback port (127.0.0.1).
+struct LoopbackUdp {
+  LoopbackUdp();
+  posix::UniqueFd fd;
+  SocketAddress addr;  // where it is bound
+};
+
 // A fresh directory under $TEST_TMPDIR (else /tmp), removed with everything
 // in it on destruction. Short paths: a Unix socket's sun_path holds 108 bytes.
 class TempDir {

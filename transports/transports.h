@@ -210,9 +210,26 @@ struct ServerOptions : TlsFields {
   bool cleanup_socket = true;
 };
 
+// A host, which may be a name, and a port: Python's (host, port) address
+// tuple where a name is allowed.
+struct HostAndPort {
+  std::string host;
+  uint16_t port = 0;
+};
+
 struct DatagramOptions {
   std::optional<SocketAddress> local_addr;
   std::optional<SocketAddress> remote_addr;
+  // local_addr=('localhost', 0), remote_addr=('example.com', 53): names go
+  // through the loop's resolver (as create_connection's host), then, as
+  // asyncio, each address family that both sides resolved to is tried in
+  // turn (socket, bind, connect) until one works; when all fail, the first
+  // error is thrown. A separate field rather than a variant: SocketAddress
+  // takes literals only. Set the name or the address of a side, not both
+  // (std::invalid_argument); no family in common: std::invalid_argument
+  // "can not get address information".
+  std::optional<HostAndPort> local_name;
+  std::optional<HostAndPort> remote_name;
   int family = 0;
   bool reuse_port = false;
   bool allow_broadcast = false;
