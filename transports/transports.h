@@ -91,7 +91,9 @@ class BaseTransport : public std::enable_shared_from_this<BaseTransport> {
   virtual void close() = 0;
   virtual bool is_closing() const = 0;
   // "peername", "sockname" (SocketAddress), "socket" (int fd); a pipe's
-  // "pipe" (int fd); an empty std::any for anything else.
+  // "pipe" (int fd); a TLS transport's "sslcontext" (the
+  // std::shared_ptr<TlsLayer> its `ssl` option held: Python's SSLContext)
+  // and the keys tls/tls.h lists; an empty std::any for anything else.
   virtual std::any get_extra_info(std::string_view name) const = 0;
   virtual void set_protocol(std::shared_ptr<BaseProtocol> protocol) = 0;
   virtual std::shared_ptr<BaseProtocol> get_protocol() const = 0;
@@ -318,7 +320,7 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
 Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, ProtocolFactory factory,
                                                         std::string path, ConnectOptions options);
 Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, ProtocolFactory factory,
-                                                         int sock);
+                                                         int sock, TlsFields tls);
 Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loop,
                                                                   ProtocolFactory factory,
                                                                   DatagramOptions options);
@@ -372,12 +374,27 @@ auto create_unix_connection(EventLoop& loop, F factory, std::string path) {
   return create_unix_connection(loop, std::move(factory), std::move(path), ConnectOptions());
 }
 
-// Wraps a socket accepted elsewhere.
+// Wraps a socket accepted elsewhere; the transport owns it from the call
+// on (closed on failure too).
+//   await loop.connect_accepted_socket(f, sock, ssl=ctx, ssl_handshake_timeout=5)
+//     -> TlsFields tls; tls.ssl = ctx; tls.ssl_handshake_timeout = 5s;
+//        co_await connect_accepted_socket(loop, f, sock, tls);
+// With `tls.ssl` (a server context: this side accepted, so it is the TLS
+// server) the transport is returned, and the protocol sees connection_made,
+// once the handshake is done; a handshake over its timeout throws
+// std::system_error ECONNABORTED. server_hostname is a client's:
+// std::invalid_argument, as are timeouts that are not positive or are set
+// without ssl (checked before anything is sent).
 template <class F>
-auto connect_accepted_socket(EventLoop& loop, F factory, int sock) {
+auto connect_accepted_socket(EventLoop& loop, F factory, int sock, TlsFields tls) {
   transports_internal::TypedFactory<F> typed{std::move(factory)};
   return transports_internal::with_protocol(
-      transports_internal::connect_accepted_socket(loop, typed.erased(), sock), typed);
+      transports_internal::connect_accepted_socket(loop, typed.erased(), sock, std::move(tls)),
+      typed);
+}
+template <class F>
+auto connect_accepted_socket(EventLoop& loop, F factory, int sock) {
+  return connect_accepted_socket(loop, std::move(factory), sock, TlsFields());
 }
 
 template <class F>
