@@ -1,8 +1,10 @@
 // connect_read_pipe and connect_write_pipe over pipe2 pairs, a FIFO, a
 // socket pair and a character device; regular files refused.
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <exception>
@@ -252,6 +254,35 @@ TEST(PipeTest, CharacterDeviceIsAccepted) {
     writer->close();
     EXPECT_EQ(co_await writing->lost, nullptr);
   }());
+}
+
+// A pseudo-terminal: its slave written as a tty (a character device, so the
+// write transport watches for no reader closing), its master read.
+TEST(PipeTest, TerminalCarriesData) {
+  UniqueFd master(::posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (master.get() < 0 || ::grantpt(master.get()) != 0 || ::unlockpt(master.get()) != 0) {
+    GTEST_SKIP() << "no pseudo-terminals here";
+  }
+  const int fds_before = open_fd_count();
+  run([](int master_fd) -> Coro<void> {
+    EventLoop& loop = get_running_loop();
+    const int slave = ::open(::ptsname(master_fd), O_RDWR | O_NOCTTY | O_CLOEXEC);
+    EXPECT_GE(slave, 0);
+    termios raw{};
+    EXPECT_EQ(::tcgetattr(slave, &raw), 0);
+    ::cfmakeraw(&raw);
+    EXPECT_EQ(::tcsetattr(slave, TCSANOW, &raw), 0);
+    auto [reader, reading] = co_await connect_read_pipe(loop, make_recorder, ::dup(master_fd));
+    auto [writer, writing] = co_await connect_write_pipe(loop, make_recorder, slave);
+    writer->write("typed at a tty");
+    co_await reading->received_at_least(14);
+    EXPECT_EQ(reading->received, "typed at a tty");
+    writer->close();
+    EXPECT_EQ(co_await writing->lost, nullptr);
+    reader->close();
+    EXPECT_EQ(co_await reading->lost, nullptr);
+  }(master.get()));
+  EXPECT_EQ(open_fd_count(), fds_before);
 }
 
 TEST(PipeTest, RegularFileIsRefusedAndLeftOpen) {
