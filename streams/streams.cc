@@ -604,12 +604,37 @@ ServerOptions server_options(const StreamOptions& options) {
   s.reuse_port = options.reuse_port;
   s.start_serving = options.start_serving;
   s.sock = options.sock;
+  s.keep_alive = options.keep_alive;
+  s.cleanup_socket = options.cleanup_socket;
   static_cast<TlsFields&>(s) = options;
   s.server_hostname.clear();  // for open_connection
   return s;
 }
 
 }  // namespace
+
+Coro<StreamReader> open_read_pipe(int fd, size_t limit) {
+  EventLoop& loop = get_running_loop();
+  StreamReader reader(limit, &loop);
+  auto protocol = std::make_shared<StreamReaderProtocol>(reader, loop);
+  auto factory = [protocol] { return protocol; };  // not inside co_await: see open_connection
+  auto connecting = connect_read_pipe(loop, factory, fd);
+  co_await std::move(connecting);
+  co_return reader;
+}
+
+Coro<StreamWriter> open_write_pipe(int fd) {
+  EventLoop& loop = get_running_loop();
+  // The protocol gives the writer its flow control and wait_closed(); its
+  // reader is never fed (a write pipe receives nothing), and the writer has
+  // none.
+  auto protocol =
+      std::make_shared<StreamReaderProtocol>(StreamReader(kDefaultStreamLimit, &loop), loop);
+  auto factory = [protocol] { return protocol; };
+  auto connecting = connect_write_pipe(loop, factory, fd);
+  auto [transport, p] = co_await std::move(connecting);
+  co_return StreamWriter(transport, protocol, std::nullopt);
+}
 
 Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, uint16_t port,
                                                             StreamOptions options) {

@@ -192,6 +192,8 @@ struct StreamOptions : TlsFields {
   bool reuse_address = true;
   bool reuse_port = false;
   bool start_serving = true;
+  bool keep_alive = false;     // start_server, as ServerOptions
+  bool cleanup_socket = true;  // start_unix_server, as ServerOptions
   // TLS: ssl, server_hostname (open_connection only: start_server ignores
   // it), ssl_handshake_timeout and ssl_shutdown_timeout, as in ConnectOptions
   // and ServerOptions.
@@ -230,6 +232,24 @@ Coro<Server> start_unix_server(ClientConnected cb, std::string path, StreamOptio
 inline Coro<Server> start_unix_server(ClientConnected cb, std::string path) {
   return start_unix_server(std::move(cb), std::move(path), StreamOptions());
 }
+
+// Pipes as streams: standard input and output, FIFOs, a child's pipes.
+// Python has no helper; its recipe is
+//   reader = asyncio.StreamReader()
+//   await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+//   transport, protocol = await loop.connect_write_pipe(FlowControlMixin, sys.stdout)
+//   writer = asyncio.StreamWriter(transport, protocol, None, loop)
+// and here it is one call each, on the running loop:
+//   StreamReader in = co_await asyncio::open_read_pipe(::dup(0));
+//   StreamWriter out = co_await asyncio::open_write_pipe(::dup(1));
+// The descriptor is taken as connect_read_pipe/connect_write_pipe take it
+// (closed with the stream; std::invalid_argument, and left open, if it is
+// not a pipe, socket or character device). The reader sees EOF when the
+// writing end closes; the writer's drain() waits under the watermarks and
+// wait_closed() until the pipe is closed (close() flushes first), with the
+// EPIPE error if the reader went away with data unsent.
+Coro<StreamReader> open_read_pipe(int fd, size_t limit = kDefaultStreamLimit);
+Coro<StreamWriter> open_write_pipe(int fd);
 
 namespace streams_internal {
 

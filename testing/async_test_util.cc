@@ -1,6 +1,7 @@
 #include "testing/async_test_util.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -62,6 +63,21 @@ TempDir::TempDir() {
     throw std::system_error(errno, std::generic_category(), "mkdtemp " + templ);
   }
   path_ = templ;
+}
+
+PipePair::PipePair() {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) posix::throw_errno("pipe2");
+  read_end.reset(fds[0]);
+  write_end.reset(fds[1]);
+}
+
+LoopbackUdp::LoopbackUdp() : fd(::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) {
+  SocketAddress any("127.0.0.1", 0);
+  if (fd.get() < 0 || ::bind(fd.get(), any.sockaddr_ptr(), any.sockaddr_len()) != 0) {
+    posix::throw_errno("bind 127.0.0.1");
+  }
+  addr = SocketInfo(fd.get()).getsockname();
 }
 
 TempDir::~TempDir() {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "futures/futures.h"
+#include "loop/posix.h"
 #include "streams/streams.h"
 #include "transports/transports.h"
 
@@ -49,6 +50,21 @@ long rss_kib();
 
 // The port of the server's first listening socket.
 uint16_t port_of(const Server& server);
+
+// A pipe (pipe2 with O_CLOEXEC); each end is closed on destruction unless
+// released. Throws std::system_error if no pipe can be made.
+struct PipePair {
+  PipePair();
+  posix::UniqueFd read_end;
+  posix::UniqueFd write_end;
+};
+
+// A non-blocking UDP socket bound to a free loopback port (127.0.0.1).
+struct LoopbackUdp {
+  LoopbackUdp();
+  posix::UniqueFd fd;
+  SocketAddress addr;  // where it is bound
+};
 
 // A fresh directory under $TEST_TMPDIR (else /tmp), removed with everything
 // in it on destruction. Short paths: a Unix socket's sun_path holds 108 bytes.

@@ -16,7 +16,10 @@
 // the peer sent one and it was verified: none with verification off, as
 // getpeercert()), ("cipher") (CipherInfo), ("alpn_protocol")
 // (std::string, when one was negotiated), ("ssl_object") (the OpenSSL SSL*,
-// for what this API does not cover) and, through to the socket,
+// for what this API does not cover), ("sslcontext") (the
+// std::shared_ptr<TlsLayer> the `ssl` option held: compare it with the
+// context's conversion, std::shared_ptr<TlsLayer>(context)) and, through to
+// the socket,
 // ("peername"), ("sockname"), ("socket").
 #pragma once
 

@@ -608,6 +608,7 @@ void TlsConnection::set_protocol(std::shared_ptr<BaseProtocol> protocol) {
 
 std::any TlsConnection::get_extra_info(std::string_view name) const {
   if (name == "ssl_object") return ssl_;
+  if (name == "sslcontext") return std::shared_ptr<TlsLayer>(context_);
   if (name == "peercert") {
     // As getpeercert(): none unless it was verified. With verification off a
     // client still receives the server's certificate, which vouches for

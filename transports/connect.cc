@@ -248,15 +248,15 @@ Coro<int> connect_socket(EventLoop& loop, int fd, const SocketAddress& addr) {
 // with `ssl`, a TLS session sits in between and the transport returned is the
 // TLS one, after its handshake.
 Coro<std::shared_ptr<Transport>> wrap_socket(EventLoop& loop, ProtocolFactory& factory,
-                                             UniqueFd& sock, const ConnectOptions& options,
-                                             const std::string& host) {
+                                             UniqueFd& sock, const TlsFields& options,
+                                             const std::string& host, bool server_side = false) {
   std::shared_ptr<BaseProtocol> protocol = factory();
   Future<void> waiter = create_future<void>(loop);
   std::shared_ptr<Transport> result;
   std::shared_ptr<SocketTransport> transport;
   if (options.ssl) {
     TlsLayer::Session session = options.ssl->new_session(
-        loop, std::move(protocol), session_options(options, false, host), true, waiter);
+        loop, std::move(protocol), session_options(options, server_side, host), true, waiter);
     transport = std::make_shared<SocketTransport>(loop, sock.release(), std::move(session.wire));
     transport->start(std::nullopt);
     result = std::move(session.transport);
@@ -544,14 +544,15 @@ Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, Protoco
 }
 
 Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, ProtocolFactory factory,
-                                                         int sock) {
+                                                         int sock, TlsFields tls) {
   UniqueFd guard(sock);
+  // As asyncio: the accepting side is the TLS server.
+  check_tls_fields(tls, true, "");
   set_nonblocking(sock);
   set_nodelay_if_tcp(sock);
-  // Not temporaries inside co_await: GCC 12 destroys those twice (PR 99576).
-  const ConnectOptions plain;
+  // Not a temporary inside co_await: GCC 12 destroys those twice (PR 99576).
   const std::string no_host;
-  co_return co_await wrap_socket(loop, factory, guard, plain, no_host);
+  co_return co_await wrap_socket(loop, factory, guard, tls, no_host, true);
 }
 
 }  // namespace asyncio::transports_internal

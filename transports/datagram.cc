@@ -7,8 +7,10 @@
 #include <deque>
 #include <stdexcept>
 #include <string>
+#include <system_error>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "loop/posix.h"
 #include "transports/internal/socket_transport.h"
@@ -190,23 +192,13 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   void maybe_pause_protocol() {
     if (protocol_paused_ || queued_bytes_ < high_ || queued_bytes_ == 0) return;
     protocol_paused_ = true;
-    try {
-      datagram_protocol_->pause_writing();
-    } catch (...) {
-      loop_.call_exception_handler(
-          {"protocol.pause_writing() failed", std::current_exception(), "", ""});
-    }
+    call_flow_control(loop_, *datagram_protocol_, true);
   }
 
   void maybe_resume_protocol() {
     if (!protocol_paused_ || queued_bytes_ > low_) return;
     protocol_paused_ = false;
-    try {
-      datagram_protocol_->resume_writing();
-    } catch (...) {
-      loop_.call_exception_handler(
-          {"protocol.resume_writing() failed", std::current_exception(), "", ""});
-    }
+    call_flow_control(loop_, *datagram_protocol_, false);
   }
 
   void stop_reading() {
@@ -259,41 +251,125 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
 
 }  // namespace
 
+namespace {
+
+// The addresses one side (local or remote) of an endpoint may have: the
+// given one, or what its name resolves to; none if the side is unset.
+Coro<std::vector<SocketAddress>> side_addresses(EventLoop& loop,
+                                                const std::optional<SocketAddress>& addr,
+                                                const std::optional<HostAndPort>& name, int family,
+                                                const char* side) {
+  std::vector<SocketAddress> out;
+  if (addr && name) {
+    throw std::invalid_argument(std::string("create_datagram_endpoint: ") + side + "_addr and " +
+                                side + "_name are both set");
+  }
+  if (addr) {
+    if (family == 0 || addr->family() == family) out.push_back(*addr);
+  } else if (name) {
+    AddrInfoHints hints;
+    hints.family = family;
+    hints.socktype = SOCK_DGRAM;
+    std::vector<AddrInfo> found = co_await resolve(loop, name->host, name->port, hints);
+    for (AddrInfo& info : found) out.push_back(std::move(info.addr));
+  }
+  co_return out;
+}
+
+// One way to make the endpoint: a family and the first local and remote
+// address of that family (asyncio's addr_pairs_info).
+struct Candidate {
+  int family;
+  std::optional<SocketAddress> local;
+  std::optional<SocketAddress> remote;
+};
+
+std::vector<Candidate> candidates(const std::vector<SocketAddress>& locals,
+                                  const std::vector<SocketAddress>& remotes, bool want_local,
+                                  bool want_remote) {
+  std::vector<Candidate> all;
+  auto slot = [&all](int family) -> Candidate& {
+    for (Candidate& c : all) {
+      if (c.family == family) return c;
+    }
+    return all.emplace_back(Candidate{family, std::nullopt, std::nullopt});
+  };
+  for (const SocketAddress& a : locals) {
+    Candidate& c = slot(a.family());
+    if (!c.local) c.local = a;
+  }
+  for (const SocketAddress& a : remotes) {
+    Candidate& c = slot(a.family());
+    if (!c.remote) c.remote = a;
+  }
+  // Each side that was asked for needs an address of the family.
+  std::erase_if(all, [&](const Candidate& c) {
+    return (want_local && !c.local) || (want_remote && !c.remote);
+  });
+  return all;
+}
+
+UniqueFd open_endpoint_socket(const Candidate& c, const DatagramOptions& options) {
+  UniqueFd sock(::socket(c.family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (sock.get() < 0) throw_errno("socket");
+  int one = 1;
+  if (options.reuse_port &&
+      ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+    throw_errno("setsockopt(SO_REUSEPORT)");
+  }
+  if (options.allow_broadcast &&
+      ::setsockopt(sock.get(), SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)) != 0) {
+    throw_errno("setsockopt(SO_BROADCAST)");
+  }
+  if (c.local && ::bind(sock.get(), c.local->sockaddr_ptr(), c.local->sockaddr_len()) != 0) {
+    throw_errno("error while attempting to bind on address " + c.local->to_string());
+  }
+  if (c.remote && ::connect(sock.get(), c.remote->sockaddr_ptr(), c.remote->sockaddr_len()) != 0) {
+    throw_errno("connect to " + c.remote->to_string());
+  }
+  return sock;
+}
+
+}  // namespace
+
 Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loop,
                                                                   ProtocolFactory factory,
                                                                   DatagramOptions options) {
   UniqueFd sock;
+  std::optional<SocketAddress> remote;
   if (options.sock >= 0) {
     sock.reset(options.sock);
     set_nonblocking(sock.get());
+    remote = options.remote_addr;
   } else {
-    int family = options.family;
-    if (family == 0 && options.local_addr) family = options.local_addr->family();
-    if (family == 0 && options.remote_addr) family = options.remote_addr->family();
-    if (family == 0) family = AF_INET;
-    sock.reset(::socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    if (sock.get() < 0) throw_errno("socket");
-    int one = 1;
-    if (options.reuse_port &&
-        ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
-      throw_errno("setsockopt(SO_REUSEPORT)");
+    const bool want_local = options.local_addr || options.local_name;
+    const bool want_remote = options.remote_addr || options.remote_name;
+    std::vector<Candidate> tries;
+    if (!want_local && !want_remote) {
+      tries.push_back(Candidate{options.family != 0 ? options.family : AF_INET, {}, {}});
+    } else {
+      std::vector<SocketAddress> locals = co_await side_addresses(
+          loop, options.local_addr, options.local_name, options.family, "local");
+      std::vector<SocketAddress> remotes = co_await side_addresses(
+          loop, options.remote_addr, options.remote_name, options.family, "remote");
+      tries = candidates(locals, remotes, want_local, want_remote);
+      if (tries.empty()) throw std::invalid_argument("can not get address information");
     }
-    if (options.allow_broadcast &&
-        ::setsockopt(sock.get(), SOL_SOCKET, SO_BROADCAST, &one, sizeof(one)) != 0) {
-      throw_errno("setsockopt(SO_BROADCAST)");
+    std::exception_ptr first_error;
+    for (const Candidate& c : tries) {
+      try {
+        sock = open_endpoint_socket(c, options);
+        remote = c.remote;
+        break;
+      } catch (const std::system_error&) {
+        if (!first_error) first_error = std::current_exception();
+      }
     }
-    if (options.local_addr && ::bind(sock.get(), options.local_addr->sockaddr_ptr(),
-                                     options.local_addr->sockaddr_len()) != 0) {
-      throw_errno("error while attempting to bind on address " + options.local_addr->to_string());
-    }
-    if (options.remote_addr && ::connect(sock.get(), options.remote_addr->sockaddr_ptr(),
-                                         options.remote_addr->sockaddr_len()) != 0) {
-      throw_errno("connect to " + options.remote_addr->to_string());
-    }
+    if (!sock) std::rethrow_exception(first_error);
   }
   std::shared_ptr<BaseProtocol> protocol = factory();
-  auto transport = std::make_shared<DatagramSocketTransport>(
-      loop, sock.release(), std::move(protocol), options.remote_addr);
+  auto transport =
+      std::make_shared<DatagramSocketTransport>(loop, sock.release(), std::move(protocol), remote);
   Future<void> waiter = create_future<void>(loop);
   transport->start(waiter);
   try {

@@ -3,10 +3,12 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <stdexcept>
 
@@ -297,6 +299,10 @@ Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::vector
         ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
       throw_errno("setsockopt(SO_REUSEPORT)");
     }
+    if (options.keep_alive &&
+        ::setsockopt(sock.get(), SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one)) != 0) {
+      throw_errno("setsockopt(SO_KEEPALIVE)");
+    }
     if (info.family == AF_INET6) {
       // Otherwise "::" would also take the IPv4 port.
       ::setsockopt(sock.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
@@ -314,25 +320,40 @@ Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::s
                                 ServerOptions options) {
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
   state->set_tls(options);
+  UniqueFd sock;
   if (options.sock >= 0) {
     posix::set_nonblocking(options.sock);
-    state->fds.push_back(options.sock);
-    co_return co_await transports_internal::serve(state, options);
+    sock.reset(options.sock);
+  } else {
+    SocketAddress addr = SocketAddress::unix_path(path);
+    // A socket file left by a previous run: replace it (asyncio does too).
+    struct stat st;
+    if (!path.empty() && path[0] != '\0' && ::stat(path.c_str(), &st) == 0 &&
+        S_ISSOCK(st.st_mode)) {
+      ::unlink(path.c_str());
+    }
+    sock.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (sock.get() < 0) throw_errno("socket");
+    if (::bind(sock.get(), addr.sockaddr_ptr(), addr.sockaddr_len()) != 0) {
+      throw_errno("error while attempting to bind on address " + path);
+    }
   }
-  SocketAddress addr = SocketAddress::unix_path(path);
-  // A socket file left by a previous run: replace it (asyncio does too).
-  struct stat st;
-  if (!path.empty() && path[0] != '\0' && ::stat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) {
-    ::unlink(path.c_str());
-  }
-  UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (sock.get() < 0) throw_errno("socket");
-  if (::bind(sock.get(), addr.sockaddr_ptr(), addr.sockaddr_len()) != 0) {
-    throw_errno("error while attempting to bind on address " + path);
-  }
-  if (!path.empty() && path[0] != '\0' && ::stat(path.c_str(), &st) == 0) {
-    state->unix_path = path;
-    state->unix_inode = st.st_ino;
+  if (options.cleanup_socket) {
+    // The file the socket is bound to (not an abstract name), and its inode:
+    // close() removes it only if it is still this socket's.
+    sockaddr_un bound{};
+    socklen_t len = sizeof(bound);
+    struct stat st;
+    if (::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&bound), &len) == 0 &&
+        bound.sun_family == AF_UNIX && len > offsetof(sockaddr_un, sun_path) &&
+        bound.sun_path[0] != '\0') {
+      std::string file(bound.sun_path,
+                       strnlen(bound.sun_path, len - offsetof(sockaddr_un, sun_path)));
+      if (::stat(file.c_str(), &st) == 0) {
+        state->unix_path = std::move(file);
+        state->unix_inode = st.st_ino;
+      }
+    }
   }
   state->fds.push_back(sock.release());
   co_return co_await transports_internal::serve(state, options);

@@ -19,16 +19,7 @@ namespace {
 
 using posix::UniqueFd;
 
-// A non-blocking UDP socket bound to a free loopback port.
-struct Udp {
-  Udp() : fd(::socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) {
-    SocketAddress any("127.0.0.1", 0);
-    EXPECT_EQ(::bind(fd.get(), any.sockaddr_ptr(), any.sockaddr_len()), 0);
-    addr = SocketInfo(fd.get()).getsockname();
-  }
-  UniqueFd fd;
-  SocketAddress addr;
-};
+using Udp = testing_util::LoopbackUdp;
 
 TEST(SockDatagramTest, SendtoAndRecvfromExchangeDatagrams) {
   run([]() -> Coro<void> {

@@ -54,6 +54,31 @@ void deliver_connection_lost(EventLoop& loop, BaseProtocol* protocol, std::excep
   }
 }
 
+void report_fatal_error(EventLoop& loop, const std::exception_ptr& exc, const char* message) {
+  bool ordinary = false;
+  try {
+    std::rethrow_exception(exc);
+  } catch (const std::system_error& e) {
+    ordinary = e.code().category() == std::generic_category();
+  } catch (...) {
+  }
+  if (!ordinary || loop.get_debug()) loop.call_exception_handler({message, exc, "", ""});
+}
+
+void call_flow_control(EventLoop& loop, BaseProtocol& protocol, bool pause) {
+  try {
+    if (pause) {
+      protocol.pause_writing();
+    } else {
+      protocol.resume_writing();
+    }
+  } catch (...) {
+    loop.call_exception_handler(
+        {pause ? "protocol.pause_writing() failed" : "protocol.resume_writing() failed",
+         std::current_exception(), "", ""});
+  }
+}
+
 void close_watched(EventLoop& loop, int fd, bool reading, bool writing) noexcept {
   if (fd < 0) return;
   try {
@@ -546,16 +571,7 @@ void SocketTransport::on_loop_closed() {
 }
 
 void SocketTransport::fatal_error(std::exception_ptr exc, const char* message) {
-  // Connection resets and the like are ordinary events: no report, as asyncio
-  // (which only logs them in debug mode).
-  bool ordinary = false;
-  try {
-    std::rethrow_exception(exc);
-  } catch (const std::system_error& e) {
-    ordinary = e.code().category() == std::generic_category();
-  } catch (...) {
-  }
-  if (!ordinary || loop_.get_debug()) loop_.call_exception_handler({message, exc, "", ""});
+  report_fatal_error(loop_, exc, message);
   force_close(exc);
 }
 

@@ -90,8 +90,10 @@ class BaseTransport : public std::enable_shared_from_this<BaseTransport> {
   virtual ~BaseTransport() = default;
   virtual void close() = 0;
   virtual bool is_closing() const = 0;
-  // "peername", "sockname" (SocketAddress), "socket" (int fd); an empty
-  // std::any for anything else.
+  // "peername", "sockname" (SocketAddress), "socket" (int fd); a pipe's
+  // "pipe" (int fd); a TLS transport's "sslcontext" (the
+  // std::shared_ptr<TlsLayer> its `ssl` option held: Python's SSLContext)
+  // and the keys tls/tls.h lists; an empty std::any for anything else.
   virtual std::any get_extra_info(std::string_view name) const = 0;
   virtual void set_protocol(std::shared_ptr<BaseProtocol> protocol) = 0;
   virtual std::shared_ptr<BaseProtocol> get_protocol() const = 0;
@@ -201,11 +203,35 @@ struct ServerOptions : TlsFields {
   bool reuse_port = false;
   bool start_serving = true;
   int sock = -1;  // an already listening socket to serve instead
+  // create_server(..., keep_alive=True) (3.13): SO_KEEPALIVE on the
+  // listening sockets it creates, which the accepted connections inherit.
+  bool keep_alive = false;
+  // create_unix_server(..., cleanup_socket=True) (3.13): closing the server
+  // removes its socket file (from a path, or a `sock` bound to one) unless
+  // the file was replaced meanwhile (another inode); false leaves it.
+  bool cleanup_socket = true;
+};
+
+// A host, which may be a name, and a port: Python's (host, port) address
+// tuple where a name is allowed.
+struct HostAndPort {
+  std::string host;
+  uint16_t port = 0;
 };
 
 struct DatagramOptions {
   std::optional<SocketAddress> local_addr;
   std::optional<SocketAddress> remote_addr;
+  // local_addr=('localhost', 0), remote_addr=('example.com', 53): names go
+  // through the loop's resolver (as create_connection's host), then, as
+  // asyncio, each address family that both sides resolved to is tried in
+  // turn (socket, bind, connect) until one works; when all fail, the first
+  // error is thrown. A separate field rather than a variant: SocketAddress
+  // takes literals only. Set the name or the address of a side, not both
+  // (std::invalid_argument); no family in common: std::invalid_argument
+  // "can not get address information".
+  std::optional<HostAndPort> local_name;
+  std::optional<HostAndPort> remote_name;
   int family = 0;
   bool reuse_port = false;
   bool allow_broadcast = false;
@@ -294,10 +320,14 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
 Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, ProtocolFactory factory,
                                                         std::string path, ConnectOptions options);
 Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, ProtocolFactory factory,
-                                                         int sock);
+                                                         int sock, TlsFields tls);
 Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loop,
                                                                   ProtocolFactory factory,
                                                                   DatagramOptions options);
+Coro<std::shared_ptr<Transport>> connect_read_pipe(EventLoop& loop, ProtocolFactory factory,
+                                                   int fd);
+Coro<std::shared_ptr<Transport>> connect_write_pipe(EventLoop& loop, ProtocolFactory factory,
+                                                    int fd);
 
 template <class T, class F>
 Coro<std::pair<std::shared_ptr<T>, std::shared_ptr<ProtocolOf<F>>>> with_protocol(
@@ -344,12 +374,27 @@ auto create_unix_connection(EventLoop& loop, F factory, std::string path) {
   return create_unix_connection(loop, std::move(factory), std::move(path), ConnectOptions());
 }
 
-// Wraps a socket accepted elsewhere.
+// Wraps a socket accepted elsewhere; the transport owns it from the call
+// on (closed on failure too).
+//   await loop.connect_accepted_socket(f, sock, ssl=ctx, ssl_handshake_timeout=5)
+//     -> TlsFields tls; tls.ssl = ctx; tls.ssl_handshake_timeout = 5s;
+//        co_await connect_accepted_socket(loop, f, sock, tls);
+// With `tls.ssl` (a server context: this side accepted, so it is the TLS
+// server) the transport is returned, and the protocol sees connection_made,
+// once the handshake is done; a handshake over its timeout throws
+// std::system_error ECONNABORTED. server_hostname is a client's:
+// std::invalid_argument, as are timeouts that are not positive or are set
+// without ssl (checked before anything is sent).
 template <class F>
-auto connect_accepted_socket(EventLoop& loop, F factory, int sock) {
+auto connect_accepted_socket(EventLoop& loop, F factory, int sock, TlsFields tls) {
   transports_internal::TypedFactory<F> typed{std::move(factory)};
   return transports_internal::with_protocol(
-      transports_internal::connect_accepted_socket(loop, typed.erased(), sock), typed);
+      transports_internal::connect_accepted_socket(loop, typed.erased(), sock, std::move(tls)),
+      typed);
+}
+template <class F>
+auto connect_accepted_socket(EventLoop& loop, F factory, int sock) {
+  return connect_accepted_socket(loop, std::move(factory), sock, TlsFields());
 }
 
 template <class F>
@@ -358,6 +403,50 @@ auto create_datagram_endpoint(EventLoop& loop, F factory, DatagramOptions option
   return transports_internal::with_protocol(
       transports_internal::create_datagram_endpoint(loop, typed.erased(), std::move(options)),
       typed);
+}
+
+// Pipes, FIFOs and character devices such as ttys (standard input and
+// output):
+//   transport, protocol = await loop.connect_read_pipe(factory, pipe)
+//     -> auto [transport, protocol] = co_await connect_read_pipe(loop, factory, fd);
+//   transport, protocol = await loop.connect_write_pipe(factory, pipe)
+//     -> auto [transport, protocol] = co_await connect_write_pipe(loop, factory, fd);
+// Python passes a file object; here a descriptor, which the transport owns
+// once the call succeeds: it is made non-blocking and closed after
+// connection_lost (as Python closes the file). Pass dup(0) to keep standard
+// input open afterwards. A descriptor that is not a pipe, socket or character
+// device (a regular file) throws std::invalid_argument (Python's ValueError)
+// and stays the caller's.
+//
+// The transport is a Transport, since C++ has no duck typing (Python's
+// ReadTransport and WriteTransport are its two halves): the half a pipe does
+// not have refuses. A read pipe's write(), writelines(), write_eof() and
+// set_write_buffer_limits() throw std::logic_error (Python: AttributeError);
+// a write pipe's pause_reading()/resume_reading() do nothing.
+// get_extra_info("pipe") is the descriptor (-1 once closed).
+//
+// Read pipe: the protocol must be a Protocol; data_received for each read,
+// then at EOF eof_received() (its answer is ignored: a pipe cannot stay half
+// open) and connection_lost(null). pause_reading()/resume_reading() stop and
+// restart reading.
+// Write pipe: write() writes at once and buffers what the pipe did not
+// take, with the usual watermarks (pause_writing/resume_writing);
+// close() and write_eof() are the same (asyncio: a pipe has no half-close):
+// the buffer is flushed, then connection_lost(null). When the reader closes
+// its end (a pipe, FIFO or socket), connection_lost follows: with null if
+// nothing was waiting to be written, else a std::system_error EPIPE
+// (BrokenPipeError); a write after that fails with EPIPE the same way.
+template <class F>
+auto connect_read_pipe(EventLoop& loop, F factory, int fd) {
+  transports_internal::TypedFactory<F> typed{std::move(factory)};
+  return transports_internal::with_protocol(
+      transports_internal::connect_read_pipe(loop, typed.erased(), fd), typed);
+}
+template <class F>
+auto connect_write_pipe(EventLoop& loop, F factory, int fd) {
+  transports_internal::TypedFactory<F> typed{std::move(factory)};
+  return transports_internal::with_protocol(
+      transports_internal::connect_write_pipe(loop, typed.erased(), fd), typed);
 }
 
 // Listens on host:port (port 0: any free port; an empty host: every
@@ -383,7 +472,7 @@ inline Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory,
   return create_server(loop, std::move(factory), std::move(hosts), port, ServerOptions());
 }
 // Listens on a Unix socket path; a stale socket file is replaced, and the
-// file is removed when the server closes.
+// file is removed when the server closes (see ServerOptions::cleanup_socket).
 Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path,
                                 ServerOptions options);
 inline Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path) {

@@ -27,6 +27,15 @@ void set_nodelay_if_tcp(int fd);
 // loop's exception handler.
 void deliver_connection_lost(EventLoop& loop, BaseProtocol* protocol, std::exception_ptr exc);
 
+// A transport's fatal error: reported to the loop's exception handler,
+// except an errno error (a reset, a broken pipe), an ordinary event that
+// asyncio reports only in debug mode.
+void report_fatal_error(EventLoop& loop, const std::exception_ptr& exc, const char* message);
+
+// Calls protocol->pause_writing() (`pause`) or resume_writing(); an
+// exception it throws goes to the loop's exception handler.
+void call_flow_control(EventLoop& loop, BaseProtocol& protocol, bool pause);
+
 // For a transport's destructor: removes its watches on `fd` (a closed loop
 // refuses, which is ignored) and closes it. Nothing when fd is -1 (already
 // closed by connection_lost).
