@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <memory>
+#include <span>
 #include <stdexcept>
 #include <system_error>
 #include <tuple>
@@ -157,8 +158,9 @@ class ReadPipeTransport final : public PipeTransportBase {
 
   void set_protocol(std::shared_ptr<BaseProtocol> protocol) override {
     stream_protocol_ = dynamic_cast<Protocol*>(protocol.get());
-    if (protocol && stream_protocol_ == nullptr) {
-      throw std::invalid_argument("a read pipe transport needs a Protocol");
+    buffered_protocol_ = dynamic_cast<BufferedProtocol*>(protocol.get());
+    if (protocol && stream_protocol_ == nullptr && buffered_protocol_ == nullptr) {
+      throw std::invalid_argument("a read pipe transport needs a Protocol or a BufferedProtocol");
     }
     protocol_ = std::move(protocol);
   }
@@ -195,34 +197,50 @@ class ReadPipeTransport final : public PipeTransportBase {
     throw std::logic_error(std::string(what) + ": a read pipe transport cannot be written");
   }
 
-  void protocol_changed() override { stream_protocol_ = nullptr; }
+  void protocol_changed() override {
+    stream_protocol_ = nullptr;
+    buffered_protocol_ = nullptr;
+  }
 
   void on_readable() {
     if (conn_lost_) return;
-    thread_local std::unique_ptr<char[]> buffer(new char[kPipeReadSize]);
-    ssize_t n = ::read(fd_, buffer.get(), kPipeReadSize);
+    ssize_t n;
+    try {
+      if (buffered_protocol_ != nullptr) {
+        // Straight into the protocol's buffer (a StreamReader's, say).
+        std::span<char> buf = buffered_protocol_->get_buffer(kPipeReadSize);
+        if (buf.empty()) throw std::runtime_error("get_buffer() returned an empty buffer");
+        n = ::read(fd_, buf.data(), buf.size());
+        if (n > 0) buffered_protocol_->buffer_updated(static_cast<size_t>(n));
+      } else {
+        thread_local std::unique_ptr<char[]> buffer(new char[kPipeReadSize]);
+        n = ::read(fd_, buffer.get(), kPipeReadSize);
+        if (n > 0) {
+          stream_protocol_->data_received(std::string_view(buffer.get(), static_cast<size_t>(n)));
+        }
+      }
+    } catch (...) {
+      fatal_error(std::current_exception(), "Fatal error: protocol.data_received() call failed.");
+      return;
+    }
     if (n < 0) {
       if (!would_block(errno)) {
         fatal_error(os_error(errno, "read"), "Fatal read error on pipe transport");
       }
       return;
     }
-    if (n > 0) {
-      try {
-        stream_protocol_->data_received(std::string_view(buffer.get(), static_cast<size_t>(n)));
-      } catch (...) {
-        fatal_error(std::current_exception(), "Fatal error: protocol.data_received() call failed.");
-      }
-      return;
-    }
+    if (n > 0) return;
     // EOF: eof_received, then connection_lost; a pipe cannot stay half open,
     // so what eof_received returns does not matter.
     closing_ = true;
     remove_reader();
     loop_.call_soon([this] {
-      if (stream_protocol_ == nullptr) return;
       try {
-        stream_protocol_->eof_received();
+        if (stream_protocol_ != nullptr) {
+          stream_protocol_->eof_received();
+        } else if (buffered_protocol_ != nullptr) {
+          buffered_protocol_->eof_received();
+        }
       } catch (...) {
         loop_.call_exception_handler(
             {"protocol.eof_received() failed", std::current_exception(), "", ""});
@@ -232,6 +250,7 @@ class ReadPipeTransport final : public PipeTransportBase {
   }
 
   Protocol* stream_protocol_ = nullptr;
+  BufferedProtocol* buffered_protocol_ = nullptr;
   bool paused_ = false;
 };
 

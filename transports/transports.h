@@ -425,7 +425,8 @@ auto create_datagram_endpoint(EventLoop& loop, F factory, DatagramOptions option
 // a write pipe's pause_reading()/resume_reading() do nothing.
 // get_extra_info("pipe") is the descriptor (-1 once closed).
 //
-// Read pipe: the protocol must be a Protocol; data_received for each read,
+// Read pipe: a Protocol gets data_received for each read (a BufferedProtocol,
+// get_buffer/buffer_updated, as a socket transport gives them),
 // then at EOF eof_received() (its answer is ignored: a pipe cannot stay half
 // open) and connection_lost(null). pause_reading()/resume_reading() stop and
 // restart reading.
