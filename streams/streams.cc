@@ -353,9 +353,12 @@ Coro<std::string> StreamReader::readuntil(std::string_view separator) {
 
 Coro<std::string> StreamReader::readuntil_any(std::vector<std::string> separators) {
   // Shortest first, so that of two matches ending at the same byte the
-  // shorter separator wins (it is the one the limit applies to).
-  std::stable_sort(separators.begin(), separators.end(),
-                   [](const std::string& a, const std::string& b) { return a.size() < b.size(); });
+  // shorter separator wins (it is the one the limit applies to). Equal
+  // lengths need no stable order: two of them ending at one byte are the
+  // same string. (Not std::stable_sort: with libstdc++ 12 it instantiates
+  // the deprecated get_temporary_buffer, an error under Clang's -Werror.)
+  std::sort(separators.begin(), separators.end(),
+            [](const std::string& a, const std::string& b) { return a.size() < b.size(); });
   const size_t min_seplen = separators.empty() ? 0 : separators.front().size();
   const size_t max_seplen = separators.empty() ? 0 : separators.back().size();
   std::string_view invalid;
