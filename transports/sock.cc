@@ -135,8 +135,7 @@ Coro<std::pair<int, SocketAddress>> sock_accept(EventLoop& loop, int sock) {
     socklen_t len = sizeof(ss);
     int fd = ::accept4(sock, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0) {
-      co_return std::make_pair(fd,
-                               SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len));
+      co_return std::make_pair(fd, address_of(ss, len));
     }
     if (!would_block(errno) && errno != ECONNABORTED) throw_errno("accept");
     co_await wait_readable(loop, sock);

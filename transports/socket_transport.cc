@@ -522,23 +522,13 @@ void SocketTransport::set_write_buffer_limits(std::optional<size_t> high,
 void SocketTransport::maybe_pause_protocol() {
   if (protocol_paused_ || get_write_buffer_size() < high_ || get_write_buffer_size() == 0) return;
   protocol_paused_ = true;
-  try {
-    protocol_->pause_writing();
-  } catch (...) {
-    loop_.call_exception_handler(
-        {"protocol.pause_writing() failed", std::current_exception(), "", ""});
-  }
+  call_flow_control(loop_, *protocol_, true);
 }
 
 void SocketTransport::maybe_resume_protocol() {
   if (!protocol_paused_ || get_write_buffer_size() > low_) return;
   protocol_paused_ = false;
-  try {
-    protocol_->resume_writing();
-  } catch (...) {
-    loop_.call_exception_handler(
-        {"protocol.resume_writing() failed", std::current_exception(), "", ""});
-  }
+  call_flow_control(loop_, *protocol_, false);
 }
 
 // --- closing ---------------------------------------------------------------
