@@ -75,7 +75,7 @@ Coro<void> three_pools(concurrent::ProcessPoolExecutor* process_pool) {
                std::invalid_argument);
 }
 
-TEST(ExecutorsTest, TheSeedsThreePools) {
+TEST(ExecutorsTest, ThreadProcessAndDefaultPoolsInOneProgram) {
   concurrent::ProcessPoolExecutor process_pool(2);  // forked before any thread
   run(three_pools(&process_pool));
 }

@@ -18,7 +18,7 @@ using testing_util::port_of;
 
 using namespace std::chrono_literals;
 
-TEST(StreamsTest, SeedEchoClientAndServer) {
+TEST(StreamsTest, DocsEchoClientAndServer) {
   run([]() -> Coro<void> {
     Server server = co_await start_server(handle_echo, "127.0.0.1", 0);
     auto [reader, writer] = co_await open_connection("127.0.0.1", port_of(server));
