@@ -301,8 +301,10 @@ void GeneratorControl::close() noexcept {
 // TaskCore
 
 TaskCore::~TaskCore() {
-  // Checked first: building the name on every task's destruction is costly.
-  if (is_task_ && log_traceback_) report_unretrieved("Task exception was never retrieved", name());
+  // Checked first: describing the task on every destruction is costly.
+  if (is_task_ && log_traceback_) {
+    report_unretrieved("Task exception was never retrieved", describe_task(*this));
+  }
 }
 
 std::string FutureStateBase::description() const { return "Future"; }
@@ -426,7 +428,8 @@ void TaskCore::complete(Status status, std::exception_ptr exc) noexcept {
 
 void TaskCore::abandon() noexcept {
   try {
-    loop_->call_exception_handler({"Task was destroyed but it is pending!", nullptr, name(), ""});
+    loop_->call_exception_handler(
+        {"Task was destroyed but it is pending!", nullptr, describe_task(*this), ""});
   } catch (...) {
   }
   complete(Status::kCancelled, std::make_exception_ptr(CancelledError("task abandoned")));

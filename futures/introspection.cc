@@ -89,6 +89,26 @@ std::string describe_code(const void* code) {
 }
 
 }  // namespace
+
+std::string describe_task(const TaskCore& core) {
+  std::string state = state_of(core);
+  if (!core.done() && core.cancel_requested()) state = "cancelling";
+  std::string text = "<Task " + state + " name='" + core.name() + "'";
+  if (!core.done() && core.waiting_on() != nullptr) {
+    text += " wait_for=" + describe_awaited(*core.waiting_on());
+  }
+  if (core.done() && !core.cancelled() && core.stored_exception()) {
+    text += " exception=" + describe_error(core.stored_exception());
+  }
+  return text + ">";
+}
+
+const void* coroutine_identity(const TaskCore& core) {
+  if (core.done()) return nullptr;
+  auto* promise = static_cast<Promise<void>*>(const_cast<TaskCore*>(&core));
+  return std::coroutine_handle<Promise<void>>::from_promise(*promise).address();
+}
+
 }  // namespace futures_internal
 
 std::optional<AnyTask> current_task(EventLoop& loop) {
@@ -104,18 +124,7 @@ std::vector<AnyTask> all_tasks(EventLoop& loop) {
 }
 
 std::string repr(const AnyTask& task) {
-  using namespace futures_internal;
-  const TaskCore& core = *Access::core(task);
-  std::string state = state_of(core);
-  if (!core.done() && core.cancel_requested()) state = "cancelling";
-  std::string text = "<Task " + state + " name='" + core.name() + "'";
-  if (!core.done() && core.waiting_on() != nullptr) {
-    text += " wait_for=" + describe_awaited(*core.waiting_on());
-  }
-  if (core.done() && !core.cancelled() && core.stored_exception()) {
-    text += " exception=" + describe_error(core.stored_exception());
-  }
-  return text + ">";
+  return futures_internal::describe_task(*futures_internal::Access::core(task));
 }
 
 std::vector<TaskFrame> get_stack(const AnyTask& task, std::optional<size_t> limit) {

@@ -161,6 +161,21 @@ TEST(GetStackTest, TheChainOfAwaitingCoroutines) {
   }());
 }
 
+TEST(GetCoroTest, TheOutermostFrameWhilePendingThenNull) {
+  run([]() -> Coro<void> {
+    Frames f;
+    Future<int> gate = create_future<int>(get_running_loop());
+    Task<int> task = create_task(outer_coro(f, gate), "walker");
+    co_await sleep(0s);
+    EXPECT_EQ(task.get_coro(), f.outer);
+    EXPECT_EQ(AnyTask(task).get_coro(), f.outer);
+    EXPECT_EQ(task.get_coro(), get_stack(task)[0].address);
+    gate.set_result(1);
+    co_await task;
+    EXPECT_EQ(task.get_coro(), nullptr);
+  }());
+}
+
 TEST(GetStackTest, TheRunningTaskHasItsOwnCoroutine) {
   run([]() -> Coro<void> {
     const void* self = nullptr;

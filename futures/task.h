@@ -35,6 +35,11 @@ class Task : public Future<T> {
  public:
   Task() = default;
 
+  // Task.get_coro(), as an identity: the address of the task's outermost
+  // coroutine frame while the task is pending (the `address` of the first
+  // get_stack() frame), nullptr once it is done (C++ frees the frame then;
+  // asyncio 3.12+ also returns None for some finished tasks).
+  const void* get_coro() const { return futures_internal::coroutine_identity(*core()); }
   std::string get_name() const { return core()->name(); }
   void set_name(std::string name) { core()->set_name(std::move(name)); }
   // Number of pending cancellation requests (cancel() minus uncancel()).
@@ -78,6 +83,7 @@ class AnyTask {
   bool done() const { return core_->done(); }
   bool cancelled() const { return core_->cancelled(); }
   bool cancel(std::string message = "") { return core_->cancel(message); }
+  const void* get_coro() const { return futures_internal::coroutine_identity(*core_); }
   std::string get_name() const { return core_->name(); }
   void set_name(std::string name) { core_->set_name(std::move(name)); }
   int cancelling() const { return core_->cancelling(); }

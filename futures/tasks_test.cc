@@ -254,7 +254,7 @@ TEST(TaskTest, UnretrievedTaskExceptionIsReported) {
   }
   ASSERT_EQ(reports.size(), 1u);
   EXPECT_EQ(reports[0].message, "Task exception was never retrieved");
-  EXPECT_EQ(reports[0].task, "lonely");
+  EXPECT_EQ(reports[0].task, "<Task finished name='lonely' exception=nobody looks>");
   EXPECT_NE(reports[0].exception, nullptr);
 }
 
@@ -379,21 +379,24 @@ TEST(TaskTest, AbandonedTaskIsReportedAndItsFrameReleased) {
   std::vector<std::string> reports;
   {
     auto loop = new_event_loop();
-    loop->set_exception_handler(
-        [&](EventLoop&, const ExceptionContext& ctx) { reports.push_back(ctx.message); });
+    loop->set_exception_handler([&](EventLoop&, const ExceptionContext& ctx) {
+      reports.push_back(ctx.message + " task: " + ctx.task);
+    });
     Future<void> never = create_future<void>(*loop);
     auto stuck = [](Future<void> f, bool& d) -> Coro<void> {
       DestroyFlag flag{&d};
       co_await f;
     };
-    create_task(*loop, stuck(never, destroyed));
+    create_task(*loop, stuck(never, destroyed), "stuck");
     loop->call_later(1ms, [&] { loop->stop(); });
     loop->run_forever();
     EXPECT_FALSE(destroyed);
   }  // the loop goes with the task still pending
   EXPECT_TRUE(destroyed);
   ASSERT_EQ(reports.size(), 1u);
-  EXPECT_EQ(reports[0], "Task was destroyed but it is pending!");
+  EXPECT_EQ(reports[0],
+            "Task was destroyed but it is pending! task: "
+            "<Task pending name='stuck' wait_for=<Future pending>>");
 }
 
 TEST(TaskTest, CreateTaskOnClosedLoopThrows) {

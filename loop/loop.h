@@ -78,7 +78,7 @@ class TimerHandle : public Handle {
 struct ExceptionContext {
   std::string message;
   std::exception_ptr exception;  // may be null
-  std::string task;              // name of the task involved, if any
+  std::string task;              // the task involved, as repr(task), if any
   std::string callback;          // description of the callback involved, if any
 };
 

@@ -256,6 +256,11 @@ class TaskCore : public FutureStateBase, public Runnable {
   bool started_ = false;
 };
 
+// Defined with the introspection functions (introspection.cc): repr(task),
+// also used by the loop's reports; get_coro()'s identity.
+std::string describe_task(const TaskCore& core);
+const void* coroutine_identity(const TaskCore& core);
+
 // An async generator's frame as its loop sees it: shutdown_asyncgens and the
 // loop's teardown close it through this. Owned by the AsyncGenerator.
 struct GeneratorControl : Pooled {
