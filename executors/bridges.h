@@ -46,7 +46,9 @@ Future<T> wrap_future(concurrent::Future<T> source, EventLoop& loop) {
 }
 
 // loop.run_in_executor(executor, fn, *args): fn(args...) in `executor`
-// (nullptr: the loop's default ThreadPoolExecutor, made on first use),
+// (nullptr: the loop's default ThreadPoolExecutor, made on first use), in a
+// copy of the caller's contextvars context (asyncio does that in to_thread;
+// here both do, so a request id set by a handler reaches its worker threads),
 // awaited as an asyncio Future. With a ProcessPoolExecutor, `fn` must be a
 // plain function (or a lambda without captures) and goes to its submit().
 // Cancelling the returned future cancels the job if it has not started.
@@ -66,7 +68,11 @@ auto run_in_executor(EventLoop& loop, Executor* executor, F fn, A... args)
     }
   }
   concurrent::Future<R> future;
-  auto call = concurrent::executors_internal::bind_call(std::move(fn), std::move(args)...);
+  // In the caller's context (contextvars), as asyncio.to_thread runs it.
+  auto call = [context = copy_context(), bound = concurrent::executors_internal::bind_call(
+                                             std::move(fn), std::move(args)...)]() mutable -> R {
+    return context.run(bound);
+  };
   executor->execute(
       concurrent::executors_internal::WorkItem<R, decltype(call)>(future, std::move(call)));
   return wrap_future(std::move(future), loop);

@@ -105,6 +105,25 @@ TEST(RunInExecutorTest, DefaultExecutorMadeOnFirstUseAndShutDownByRun) {
   EXPECT_THROW(pool->submit([] {}), std::runtime_error);
 }
 
+ContextVar<std::string> request_id("request_id");
+
+Coro<void> context_main() {
+  request_id.set("req-7");
+  // The worker thread sees the caller's value; its own set stays there.
+  std::string seen = co_await to_thread([] {
+    std::string value = request_id.get("-");
+    request_id.set("set by the worker");
+    return value;
+  });
+  EXPECT_EQ(seen, "req-7");
+  EXPECT_EQ(request_id.get(), "req-7");
+  EXPECT_EQ(
+      co_await run_in_executor(get_running_loop(), nullptr, [] { return request_id.get("-"); }),
+      "req-7");
+}
+
+TEST(ToThreadTest, RunsTheFunctionInTheCallersContext) { run(context_main()); }
+
 Coro<void> custom_pool_main(ThreadPoolExecutor* pool) {
   EventLoop& loop = get_running_loop();
   std::string s = co_await run_in_executor(

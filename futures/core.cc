@@ -309,25 +309,51 @@ TaskCore::~TaskCore() {
 
 std::string FutureStateBase::description() const { return "Future"; }
 
+TaskCore::Extras& TaskCore::extras() {
+  if (!extras_) extras_ = std::make_unique<Extras>();
+  return *extras_;
+}
+
+contextvars_internal::ContextRef* TaskCore::context_storage(void* task) {
+  return &static_cast<TaskCore*>(task)->extras().context;
+}
+
+Context TaskCore::context() {
+  contextvars_internal::ContextRef& context = extras().context;
+  if (!context) context = Context().ref();  // the handle and the task share it from now on
+  return Context(context);
+}
+
+void TaskCore::resume_in_context() {
+  contextvars_internal::Slot slot{extras_ ? &extras_->context : nullptr, &context_storage, this};
+  contextvars_internal::SlotScope scope(slot);
+  link_.resume();  // the task may be gone after this: only the slot is used
+}
+
 std::string TaskCore::name() const {
-  if (extra_name_) return *extra_name_;
+  if (extras_ && extras_->name) return *extras_->name;
   return "Task-" + std::to_string(id_);
 }
 
-void TaskCore::set_name(std::string name) {
-  extra_name_ = std::make_unique<std::string>(std::move(name));
-}
+void TaskCore::set_name(std::string name) { extras().name = std::move(name); }
 
 std::string TaskCore::description() const { return is_task_ ? name() : "Future"; }
 
 void TaskCore::start_task(TaskRegistry& registry, std::string&& name, std::coroutine_handle<> root,
-                          bool eager) {
+                          bool eager, const Context* context) {
   EventLoop& loop = registry.loop();
   loop_ = &loop;
   is_task_ = true;
   link_ = root;
   id_ = g_task_counter.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (!name.empty()) extra_name_ = std::make_unique<std::string>(std::move(name));
+  if (!name.empty()) extras().name = std::move(name);
+  // As asyncio: the task runs in a copy of its creator's context (nothing
+  // to copy, and nothing allocated, while no variable is set).
+  if (context != nullptr) {
+    extras().context = context->ref();
+  } else if (!contextvars_internal::current_is_empty()) {
+    extras().context = contextvars_internal::capture_current();
+  }
   refs_ = 2;  // the returned Task handle, and the task's own until it completes
   registry.add(this);
   // As Python: a loop that is not running has nowhere to come back to.
@@ -343,7 +369,7 @@ void TaskCore::step_eagerly() {
   // The task's own reference keeps the frame alive through the step; the
   // creator's task becomes current again after it, done or suspended.
   TaskCore* previous = std::exchange(t_current_task, this);
-  link_.resume();
+  resume_in_context();
   t_current_task = previous;
 }
 
@@ -358,11 +384,11 @@ bool TaskCore::cancel(std::string_view message) {
   // The task is running or about to: it sees CancelledError at its next
   // suspension point.
   must_cancel_ = true;
-  cancel_msg_ = std::make_unique<std::string>(message);
+  extras().cancel_msg = std::string(message);
   return true;
 }
 
-std::string TaskCore::cancel_message() const { return cancel_msg_ ? *cancel_msg_ : ""; }
+std::string TaskCore::cancel_message() const { return extras_ ? extras_->cancel_msg : ""; }
 
 void TaskCore::throw_pending_cancel() {
   must_cancel_ = false;
@@ -396,7 +422,7 @@ void TaskCore::step(Runnable* self, bool discard) {
   }
   TaskCore* previous = t_current_task;
   t_current_task = task;
-  task->link_.resume();  // the task may be gone after this
+  task->resume_in_context();  // the task may be gone after this
   t_current_task = previous;
 }
 
@@ -454,15 +480,18 @@ TaskCore* start_through_factory(TaskRegistry& registry, TaskCore& core,
 }  // namespace
 
 TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<> root,
-                         std::string&& name, std::optional<bool> eager_start) {
+                         std::string&& name, std::optional<bool> eager_start,
+                         const Context* context) {
   TaskRegistry& registry = TaskRegistry::of(loop);
   if (TaskFactorySlot* factory = registry.task_factory()) [[unlikely]] {
     if (!factory->is_eager_task_factory) {
-      return start_through_factory(registry, core, root, {std::move(name), eager_start});
+      TaskOptions options{std::move(name), eager_start};
+      if (context != nullptr) options.context = *context;
+      return start_through_factory(registry, core, root, std::move(options));
     }
     eager_start = eager_start.value_or(true);
   }
-  core.start_task(registry, std::move(name), root, eager_start.value_or(false));
+  core.start_task(registry, std::move(name), root, eager_start.value_or(false), context);
   return &core;
 }
 
@@ -474,7 +503,8 @@ AnyTask::AnyTask(AnyCoro coro, EventLoop& loop, TaskOptions options) : core_(nul
   auto [root, core] = futures_internal::Access::release(std::move(coro));
   // start_task leaves one reference for this handle.
   core->start_task(futures_internal::TaskRegistry::of(loop), std::move(options.name), root,
-                   options.eager_start.value_or(false));
+                   options.eager_start.value_or(false),
+                   options.context ? &*options.context : nullptr);
   core_ = core;
 }
 

@@ -41,6 +41,8 @@ class Task : public Future<T> {
   // asyncio 3.12+ also returns None for some finished tasks).
   const void* get_coro() const { return futures_internal::coroutine_identity(*core()); }
   std::string get_name() const { return core()->name(); }
+  // Python 3.12's Task.get_context(): the contextvars Context it runs in.
+  Context get_context() const { return core()->context(); }
   void set_name(std::string name) { core()->set_name(std::move(name)); }
   // Number of pending cancellation requests (cancel() minus uncancel()).
   int cancelling() const { return core()->cancelling(); }
@@ -85,6 +87,7 @@ class AnyTask {
   bool cancel(std::string message = "") { return core_->cancel(message); }
   const void* get_coro() const { return futures_internal::coroutine_identity(*core_); }
   std::string get_name() const { return core_->name(); }
+  Context get_context() const { return core_->context(); }
   void set_name(std::string name) { core_->set_name(std::move(name)); }
   int cancelling() const { return core_->cancelling(); }
   int uncancel() { return core_->uncancel(); }
@@ -128,9 +131,13 @@ using await_result_t = typename futures_internal::AwaitResult<std::remove_cvref_
 // create_task when the loop is running (see "Eager tasks" below); false
 // schedules it; unset leaves the choice to the loop's task factory (none, or
 // any factory that does not look at it: scheduled; eager_task_factory: eager).
+//
+// context (Python's context=): the contextvars Context the task runs in;
+// unset, the task runs in a copy of the context current at create_task.
 struct TaskOptions {
   std::string name = {};  // empty: "Task-<n>"
   std::optional<bool> eager_start = std::nullopt;
+  std::optional<Context> context = std::nullopt;
 };
 
 namespace futures_internal {
@@ -138,11 +145,12 @@ namespace futures_internal {
 // to the task, as string moves are a measurable part of a task's creation.
 template <class T>
 Task<T> create_task_on(EventLoop& loop, Coro<T>& coro, std::string&& name,
-                       std::optional<bool> eager_start) {
+                       std::optional<bool> eager_start, const Context* context = nullptr) {
   if (loop.is_closed()) throw std::runtime_error("Event loop is closed");
   if (!coro.valid()) throw std::invalid_argument("create_task: empty Coro");
   auto handle = coro.release();
-  TaskCore* core = start_new_task(loop, handle.promise(), handle, std::move(name), eager_start);
+  TaskCore* core =
+      start_new_task(loop, handle.promise(), handle, std::move(name), eager_start, context);
   return Access::adopt_task<T>(core);
 }
 }  // namespace futures_internal
@@ -154,7 +162,8 @@ Task<T> create_task_on(EventLoop& loop, Coro<T>& coro, std::string&& name,
 // the task (it must return the task made from `coro`, see below).
 template <class T>
 Task<T> create_task(EventLoop& loop, Coro<T> coro, TaskOptions options) {
-  return futures_internal::create_task_on(loop, coro, std::move(options.name), options.eager_start);
+  return futures_internal::create_task_on(loop, coro, std::move(options.name), options.eager_start,
+                                          options.context ? &*options.context : nullptr);
 }
 
 // The name as a plain argument, as before TaskOptions existed. A template,
@@ -174,7 +183,8 @@ Task<T> create_task(EventLoop& loop, Coro<T> coro) {
 template <class T>
 Task<T> create_task(Coro<T> coro, TaskOptions options) {
   return futures_internal::create_task_on(get_running_loop(), coro, std::move(options.name),
-                                          options.eager_start);
+                                          options.eager_start,
+                                          options.context ? &*options.context : nullptr);
 }
 
 template <class T, std::convertible_to<std::string> Name>

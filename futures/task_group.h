@@ -45,6 +45,9 @@ class TaskGroup {
   // loop; the group tracks the task.
   template <class T>
   Task<T> create_task(Coro<T> coro, std::string name = "");
+  // tg.create_task(coro, name=..., context=..., eager_start=...).
+  template <class T>
+  Task<T> create_task(Coro<T> coro, TaskOptions options);
 
   // __aexit__: waits for every task; `body_exception` is what escaped the
   // body, if anything.
@@ -66,9 +69,14 @@ void check_group_accepts_tasks(const TaskGroupState& group);
 
 template <class T>
 Task<T> TaskGroup::create_task(Coro<T> coro, std::string name) {
+  return create_task(std::move(coro), TaskOptions{.name = std::move(name)});
+}
+
+template <class T>
+Task<T> TaskGroup::create_task(Coro<T> coro, TaskOptions options) {
   futures_internal::check_group_accepts_tasks(*state_);
-  Task<T> task =
-      asyncio::create_task(futures_internal::group_loop(*state_), std::move(coro), std::move(name));
+  Task<T> task = asyncio::create_task(futures_internal::group_loop(*state_), std::move(coro),
+                                      std::move(options));
   AnyTask tracked(task);
   futures_internal::track_in_group(state_, tracked, futures_internal::Access::as_future(tracked));
   return task;

@@ -310,8 +310,33 @@ double EventLoop::time() const {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+absl::AnyInvocable<void()> EventLoop::in_context(absl::AnyInvocable<void()> cb,
+                                                 const Context& context) {
+  return [context, cb = std::move(cb)]() mutable { context.run(cb); };
+}
+
+void EventLoop::capture_context(absl::AnyInvocable<void()>& cb) {
+  if (contextvars_internal::current_is_empty()) return;
+  cb = [context = contextvars_internal::capture_current(), cb = std::move(cb)]() mutable {
+    contextvars_internal::run_in(context, cb);
+  };
+}
+
+Handle EventLoop::call_soon(absl::AnyInvocable<void()> cb, const Context& context) {
+  return call_soon(in_context(std::move(cb), context));
+}
+
+Handle EventLoop::call_soon_threadsafe(absl::AnyInvocable<void()> cb, const Context& context) {
+  return call_soon_threadsafe(in_context(std::move(cb), context));
+}
+
+TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb, const Context& context) {
+  return call_at(when, in_context(std::move(cb), context));
+}
+
 Handle EventLoop::call_soon(absl::AnyInvocable<void()> cb) {
   check_open();
+  capture_context(cb);
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
   enqueue(node);
   return Handle(node);
@@ -332,6 +357,7 @@ Handle EventLoop::call_soon_threadsafe(absl::AnyInvocable<void()> cb) {
   } in_flight(remote_posters_);
   if (closed_.load(std::memory_order_seq_cst)) throw std::runtime_error("Event loop is closed");
   if (auto hook = TestHooks::threadsafe_post_checked.load(std::memory_order_relaxed)) hook();
+  capture_context(cb);
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/true);
   CallbackNode* head = remote_head_.load(std::memory_order_relaxed);
   do {
@@ -370,6 +396,7 @@ TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb) {
   check_open();
   // NaN compares false with everything: it would break the heap's order.
   if (std::isnan(when)) throw std::invalid_argument("call_at: the time is NaN");
+  capture_context(cb);
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
   node->when = when;
   node->in_heap = true;

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
+#include "contextvars/contextvars.h"
 #include "loop/internal/callback_node.h"
 #include "loop/internal/pool.h"
 
@@ -192,9 +193,14 @@ class EventLoop {
   EventLoop& operator=(const EventLoop&) = delete;
 
   // --- scheduling -----------------------------------------------------------
+  //
+  // A callback runs in the context (contextvars) that was current when it
+  // was scheduled, or in `context` (Python's context= argument).
   Handle call_soon(absl::AnyInvocable<void()> cb);
+  Handle call_soon(absl::AnyInvocable<void()> cb, const Context& context);
   // Safe from any thread, any number at once; wakes the loop.
   Handle call_soon_threadsafe(absl::AnyInvocable<void()> cb);
+  Handle call_soon_threadsafe(absl::AnyInvocable<void()> cb, const Context& context);
   // A NaN delay or time throws std::invalid_argument; +infinity means never
   // (the callback waits until cancelled), -infinity means now.
   template <class Rep, class Period>
@@ -203,7 +209,13 @@ class EventLoop {
     if (std::isnan(seconds)) throw std::invalid_argument("call_later: the delay is NaN");
     return call_at(time() + seconds, std::move(cb));
   }
+  template <class Rep, class Period>
+  TimerHandle call_later(std::chrono::duration<Rep, Period> delay, absl::AnyInvocable<void()> cb,
+                         const Context& context) {
+    return call_later(delay, in_context(std::move(cb), context));
+  }
   TimerHandle call_at(double when, absl::AnyInvocable<void()> cb);
+  TimerHandle call_at(double when, absl::AnyInvocable<void()> cb, const Context& context);
   // Seconds on the monotonic clock that call_at uses.
   double time() const;
 
@@ -324,6 +336,13 @@ class EventLoop {
     uint64_t seq;
     loop_internal::CallbackNode* node;
   };
+
+  // cb, run in `context` (Python's Handle: context.run(callback)).
+  static absl::AnyInvocable<void()> in_context(absl::AnyInvocable<void()> cb,
+                                               const Context& context);
+  // cb, run in a copy of the current context when that is not empty (as
+  // asyncio's Handle copies it); cb itself otherwise, at the cost of a check.
+  static void capture_context(absl::AnyInvocable<void()>& cb);
 
   void run_once();
   void run_end_of_iteration(bool discard);

@@ -186,8 +186,9 @@ class TaskCore : public FutureStateBase, public Runnable {
 
   // Makes this frame a task's root on `registry`'s loop and schedules its
   // first step, or, when `eager` and the loop is running, runs that step now.
+  // The task runs in `context`, or, when null, in a copy of the current one.
   void start_task(TaskRegistry& registry, std::string&& name, std::coroutine_handle<> root,
-                  bool eager);
+                  bool eager, const Context* context = nullptr);
   bool is_task() const noexcept { return is_task_; }
   std::string name() const;
   void set_name(std::string name);
@@ -231,6 +232,7 @@ class TaskCore : public FutureStateBase, public Runnable {
   FutureStateBase* waiting_on() const noexcept { return waiting_on_; }
   bool started() const noexcept { return started_; }
   bool cancel_requested() const noexcept { return must_cancel_ || num_cancels_requested_ > 0; }
+  Context context();  // Task.get_context()
 
  protected:
   ~TaskCore() override;
@@ -247,8 +249,18 @@ class TaskCore : public FutureStateBase, public Runnable {
   FutureStateBase* waiting_on_ = nullptr;
   TaskCore* registry_prev_ = nullptr;  // the loop's list of pending tasks
   TaskCore* registry_next_ = nullptr;
-  std::unique_ptr<std::string> extra_name_;  // set_name / create_task name
-  std::unique_ptr<std::string> cancel_msg_;  // message of a pending cancel
+  // What most tasks never have, in one allocation made on first use.
+  struct Extras {
+    std::optional<std::string> name;           // set_name / create_task name
+    std::string cancel_msg;                    // message of a pending cancel
+    contextvars_internal::ContextRef context;  // null: the empty context
+  };
+  Extras& extras();
+  static contextvars_internal::ContextRef* context_storage(void* task);
+  // Runs the task's next step with its context current.
+  void resume_in_context();
+
+  std::unique_ptr<Extras> extras_;
   uint32_t id_ = 0;
   int32_t num_cancels_requested_ = 0;
   bool is_task_ = false;
@@ -538,7 +550,8 @@ Coro<void> sleep_seconds(double seconds);
 // The name is taken by rvalue reference all the way down: moving strings
 // around is a measurable part of a task's creation.
 TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<> root,
-                         std::string&& name, std::optional<bool> eager_start);
+                         std::string&& name, std::optional<bool> eager_start,
+                         const Context* context);
 
 }  // namespace futures_internal
 }  // namespace asyncio
