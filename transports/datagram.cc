@@ -88,10 +88,12 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   size_t get_write_buffer_size() const override { return queued_bytes_; }
   void set_write_buffer_limits(std::optional<size_t> high = {},
                                std::optional<size_t> low = {}) override {
-    std::tie(low_, high_) = posix::write_buffer_limits(high, low);
+    flow_control_.set_limits(high, low);
     maybe_pause_protocol();
   }
-  std::pair<size_t, size_t> get_write_buffer_limits() const override { return {low_, high_}; }
+  std::pair<size_t, size_t> get_write_buffer_limits() const override {
+    return flow_control_.limits();
+  }
 
   void sendto(std::string_view data, std::optional<SocketAddress> addr) override {
     if (remote_ && addr && !(*addr == *remote_)) {
@@ -188,17 +190,11 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
     }
   }
 
-  // Write flow control, as SocketTransport's.
   void maybe_pause_protocol() {
-    if (protocol_paused_ || queued_bytes_ < high_ || queued_bytes_ == 0) return;
-    protocol_paused_ = true;
-    call_flow_control(loop_, *datagram_protocol_, true);
+    flow_control_.maybe_pause(loop_, datagram_protocol_, queued_bytes_);
   }
-
   void maybe_resume_protocol() {
-    if (!protocol_paused_ || queued_bytes_ > low_) return;
-    protocol_paused_ = false;
-    call_flow_control(loop_, *datagram_protocol_, false);
+    flow_control_.maybe_resume(loop_, datagram_protocol_, queued_bytes_);
   }
 
   void stop_reading() {
@@ -240,9 +236,7 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   std::shared_ptr<DatagramSocketTransport> self_;
   std::deque<std::pair<std::string, std::optional<SocketAddress>>> queue_;
   size_t queued_bytes_ = 0;
-  size_t high_ = posix::kDefaultWriteBufferHigh;
-  size_t low_ = posix::kDefaultWriteBufferHigh / 4;
-  bool protocol_paused_ = false;  // pause_writing() was called
+  WriteFlowControl flow_control_;
   bool closing_ = false;
   bool conn_lost_ = false;
   bool reading_ = false;

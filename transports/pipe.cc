@@ -315,10 +315,12 @@ class WritePipeTransport final : public PipeTransportBase {
   bool can_write_eof() const override { return true; }
 
   void set_write_buffer_limits(std::optional<size_t> high, std::optional<size_t> low) override {
-    std::tie(low_, high_) = posix::write_buffer_limits(high, low);
+    flow_control_.set_limits(high, low);
     maybe_pause_protocol();
   }
-  std::pair<size_t, size_t> get_write_buffer_limits() const override { return {low_, high_}; }
+  std::pair<size_t, size_t> get_write_buffer_limits() const override {
+    return flow_control_.limits();
+  }
   size_t get_write_buffer_size() const override { return pending(); }
 
   void pause_reading() override {}
@@ -358,23 +360,13 @@ class WritePipeTransport final : public PipeTransportBase {
     close_with(pending() > 0 ? os_error(EPIPE, "the pipe was closed by its reader") : nullptr);
   }
 
-  void maybe_pause_protocol() {
-    if (protocol_paused_ || pending() < high_ || pending() == 0 || !protocol_) return;
-    protocol_paused_ = true;
-    call_flow_control(loop_, *protocol_, true);
-  }
-  void maybe_resume_protocol() {
-    if (!protocol_paused_ || pending() > low_ || !protocol_) return;
-    protocol_paused_ = false;
-    call_flow_control(loop_, *protocol_, false);
-  }
+  void maybe_pause_protocol() { flow_control_.maybe_pause(loop_, protocol_.get(), pending()); }
+  void maybe_resume_protocol() { flow_control_.maybe_resume(loop_, protocol_.get(), pending()); }
 
   const bool watch_for_reader_closing_;
   std::string buffer_;  // unsent bytes start at buffer_offset_
   size_t buffer_offset_ = 0;
-  size_t high_ = posix::kDefaultWriteBufferHigh;
-  size_t low_ = posix::kDefaultWriteBufferHigh / 4;
-  bool protocol_paused_ = false;
+  WriteFlowControl flow_control_;
 };
 
 template <class T>

@@ -65,6 +65,8 @@ void report_fatal_error(EventLoop& loop, const std::exception_ptr& exc, const ch
   if (!ordinary || loop.get_debug()) loop.call_exception_handler({message, exc, "", ""});
 }
 
+namespace {
+
 void call_flow_control(EventLoop& loop, BaseProtocol& protocol, bool pause) {
   try {
     if (pause) {
@@ -77,6 +79,20 @@ void call_flow_control(EventLoop& loop, BaseProtocol& protocol, bool pause) {
         {pause ? "protocol.pause_writing() failed" : "protocol.resume_writing() failed",
          std::current_exception(), "", ""});
   }
+}
+
+}  // namespace
+
+void WriteFlowControl::maybe_pause(EventLoop& loop, BaseProtocol* protocol, size_t buffered) {
+  if (paused_ || buffered < high_ || buffered == 0 || protocol == nullptr) return;
+  paused_ = true;
+  call_flow_control(loop, *protocol, true);
+}
+
+void WriteFlowControl::maybe_resume(EventLoop& loop, BaseProtocol* protocol, size_t buffered) {
+  if (!paused_ || buffered > low_ || protocol == nullptr) return;
+  paused_ = false;
+  call_flow_control(loop, *protocol, false);
 }
 
 void close_watched(EventLoop& loop, int fd, bool reading, bool writing) noexcept {
@@ -307,7 +323,7 @@ void SocketTransport::write(std::string_view data) {
     buffer_rest(data.data(), data.size());
     return;
   }
-  if (get_write_buffer_size() + data.size() < std::min(kCoalesceLimit, high_)) {
+  if (get_write_buffer_size() + data.size() < std::min(kCoalesceLimit, flow_control_.high())) {
     defer(data.data(), data.size());
     return;
   }
@@ -326,7 +342,7 @@ void SocketTransport::writelines(const std::vector<std::string>& data) {
     for (const std::string& s : data) buffer_rest(s.data(), s.size());
     return;
   }
-  if (get_write_buffer_size() + total < std::min(kCoalesceLimit, high_)) {
+  if (get_write_buffer_size() + total < std::min(kCoalesceLimit, flow_control_.high())) {
     for (const std::string& s : data) defer(s.data(), s.size());
     return;
   }
@@ -515,20 +531,16 @@ void SocketTransport::write_eof() {
 
 void SocketTransport::set_write_buffer_limits(std::optional<size_t> high,
                                               std::optional<size_t> low) {
-  std::tie(low_, high_) = posix::write_buffer_limits(high, low);
+  flow_control_.set_limits(high, low);
   maybe_pause_protocol();
 }
 
 void SocketTransport::maybe_pause_protocol() {
-  if (protocol_paused_ || get_write_buffer_size() < high_ || get_write_buffer_size() == 0) return;
-  protocol_paused_ = true;
-  call_flow_control(loop_, *protocol_, true);
+  flow_control_.maybe_pause(loop_, protocol_.get(), get_write_buffer_size());
 }
 
 void SocketTransport::maybe_resume_protocol() {
-  if (!protocol_paused_ || get_write_buffer_size() > low_) return;
-  protocol_paused_ = false;
-  call_flow_control(loop_, *protocol_, false);
+  flow_control_.maybe_resume(loop_, protocol_.get(), get_write_buffer_size());
 }
 
 // --- closing ---------------------------------------------------------------

@@ -11,6 +11,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "futures/futures.h"
@@ -32,9 +34,27 @@ void deliver_connection_lost(EventLoop& loop, BaseProtocol* protocol, std::excep
 // asyncio reports only in debug mode.
 void report_fatal_error(EventLoop& loop, const std::exception_ptr& exc, const char* message);
 
-// Calls protocol->pause_writing() (`pause`) or resume_writing(); an
-// exception it throws goes to the loop's exception handler.
-void call_flow_control(EventLoop& loop, BaseProtocol& protocol, bool pause);
+// Write flow control shared by the socket, datagram and pipe transports
+// (asyncio's _FlowControlMixin): pause_writing() once the write buffer reaches
+// the high watermark, resume_writing() once it has drained to the low one.
+// A protocol's exception goes to the loop's exception handler.
+class WriteFlowControl {
+ public:
+  // Python's set_write_buffer_limits(high, low); throws std::invalid_argument.
+  void set_limits(std::optional<size_t> high, std::optional<size_t> low) {
+    std::tie(low_, high_) = posix::write_buffer_limits(high, low);
+  }
+  std::pair<size_t, size_t> limits() const { return {low_, high_}; }
+  size_t high() const { return high_; }
+
+  void maybe_pause(EventLoop& loop, BaseProtocol* protocol, size_t buffered);
+  void maybe_resume(EventLoop& loop, BaseProtocol* protocol, size_t buffered);
+
+ private:
+  size_t high_ = posix::kDefaultWriteBufferHigh;
+  size_t low_ = posix::kDefaultWriteBufferHigh / 4;
+  bool paused_ = false;  // pause_writing() was called
+};
 
 // For a transport's destructor: removes its watches on `fd` (a closed loop
 // refuses, which is ignored) and closes it. Nothing when fd is -1 (already
@@ -94,7 +114,9 @@ class SocketTransport final : public Transport, public OpenTransport {
   bool is_reading() const override { return !paused_ && !closing_; }
   void set_write_buffer_limits(std::optional<size_t> high = {},
                                std::optional<size_t> low = {}) override;
-  std::pair<size_t, size_t> get_write_buffer_limits() const override { return {low_, high_}; }
+  std::pair<size_t, size_t> get_write_buffer_limits() const override {
+    return flow_control_.limits();
+  }
   size_t get_write_buffer_size() const override { return buffer_.size() - buffer_offset_; }
 
   void on_loop_closed() override;
@@ -139,8 +161,7 @@ class SocketTransport final : public Transport, public OpenTransport {
   std::shared_ptr<SocketTransport> self_;  // alive until connection_lost is delivered
   std::string buffer_;                     // unsent bytes start at buffer_offset_
   size_t buffer_offset_ = 0;
-  size_t high_ = posix::kDefaultWriteBufferHigh;
-  size_t low_ = posix::kDefaultWriteBufferHigh / 4;
+  WriteFlowControl flow_control_;
   std::vector<Future<void>> flush_waiters_;
   // Small writes wait in buffer_ until the end of the loop iteration, then
   // leave with one syscall (uvloop's queued writes).
@@ -152,10 +173,9 @@ class SocketTransport final : public Transport, public OpenTransport {
   std::optional<Future<void>> sendfile_waiter_;  // its writer watch is ours
   bool closing_ = false;
   bool conn_lost_ = false;
-  bool paused_ = false;           // pause_reading()
-  bool reading_ = false;          // a reader is registered
-  bool protocol_paused_ = false;  // pause_writing() was called
-  bool eof_ = false;              // write_eof() called
+  bool paused_ = false;   // pause_reading()
+  bool reading_ = false;  // a reader is registered
+  bool eof_ = false;      // write_eof() called
   bool writer_registered_ = false;
   bool sendfile_in_progress_ = false;
 };
