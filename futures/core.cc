@@ -113,6 +113,7 @@ void FutureStateBase::fire_callbacks() {
 }
 
 void FutureStateBase::check_pending() const {
+  if (loop_ != nullptr) loop_->check_thread();
   if (done()) {
     throw InvalidStateError(cancelled() ? "invalid state: the future is cancelled"
                                         : "invalid state: the future is already done");
@@ -151,6 +152,7 @@ void FutureStateBase::mark_finished() {
 }
 
 bool FutureStateBase::cancel_future(std::string_view message) {
+  if (loop_ != nullptr) loop_->check_thread();
   log_traceback_ = false;
   if (done()) return false;
   exception_ = std::make_exception_ptr(CancelledError(std::string(message)));
@@ -500,6 +502,7 @@ TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<
 AnyTask::AnyTask(AnyCoro coro, EventLoop& loop, TaskOptions options) : core_(nullptr) {
   if (loop.is_closed()) throw std::runtime_error("Event loop is closed");
   if (!coro.valid()) throw std::invalid_argument("Task: empty coroutine");
+  loop.check_thread();
   auto [root, core] = futures_internal::Access::release(std::move(coro));
   // start_task leaves one reference for this handle.
   core->start_task(futures_internal::TaskRegistry::of(loop), std::move(options.name), root,

@@ -148,6 +148,7 @@ Task<T> create_task_on(EventLoop& loop, Coro<T>& coro, std::string&& name,
                        std::optional<bool> eager_start, const Context* context = nullptr) {
   if (loop.is_closed()) throw std::runtime_error("Event loop is closed");
   if (!coro.valid()) throw std::invalid_argument("create_task: empty Coro");
+  loop.check_thread();  // debug mode: before the Coro gives up its frame
   auto handle = coro.release();
   TaskCore* core =
       start_new_task(loop, handle.promise(), handle, std::move(name), eager_start, context);

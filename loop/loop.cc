@@ -14,10 +14,12 @@
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <mutex>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
 #include <unordered_set>
 
@@ -243,6 +245,9 @@ EventLoop::EventLoop() {
   std::call_once(g_signal_fds_init, [] {
     for (auto& fd : g_signal_fds) fd.store(-1);
   });
+  if (const char* env = std::getenv("ASYNCIO_DEBUG"); env != nullptr && *env != '\0') {
+    debug_ = std::string_view(env) != "0";
+  }
   epoll_fd_ = ::epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd_ < 0) throw_errno("epoll_create1");
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -336,6 +341,7 @@ TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb, const
 
 Handle EventLoop::call_soon(absl::AnyInvocable<void()> cb) {
   check_open();
+  check_thread();
   capture_context(cb);
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
   enqueue(node);
@@ -396,6 +402,7 @@ TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb) {
   check_open();
   // NaN compares false with everything: it would break the heap's order.
   if (std::isnan(when)) throw std::invalid_argument("call_at: the time is NaN");
+  check_thread();
   capture_context(cb);
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
   node->when = when;
@@ -466,11 +473,13 @@ void EventLoop::run_forever() {
   }
   running_ = true;
   t_running_loop = this;
+  running_thread_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   struct Reset {
     EventLoop* loop;
     ~Reset() {
       loop->stopping_ = false;
       loop->running_ = false;
+      loop->running_thread_.store(std::thread::id(), std::memory_order_relaxed);
       t_running_loop = nullptr;
     }
   } reset{this};
@@ -481,6 +490,14 @@ void EventLoop::run_forever() {
 }
 
 void EventLoop::stop() { stopping_ = true; }
+
+void EventLoop::check_thread_in_debug_mode() const {
+  const std::thread::id running = running_thread_.load(std::memory_order_relaxed);
+  if (running != std::thread::id() && running != std::this_thread::get_id()) {
+    throw std::runtime_error(
+        "Non-thread-safe operation invoked on an event loop other than the current one");
+  }
+}
 
 void EventLoop::run_once() {
   // Scheduled while the loop was not running: before it may sleep.

@@ -25,6 +25,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -282,8 +283,19 @@ class EventLoop {
   void call_exception_handler(const ExceptionContext& context);
   // Writes the context to stderr.
   void default_exception_handler(const ExceptionContext& context);
+  // Debug mode starts on when the environment variable ASYNCIO_DEBUG is set
+  // to a non-empty value other than "0" (Python: PYTHONASYNCIODEBUG).
   void set_debug(bool enabled) { debug_ = enabled; }
   bool get_debug() const { return debug_; }
+  // In debug mode, as asyncio's: an operation that is not thread-safe
+  // (call_soon, call_later, call_at, create_task, completing a Future, a
+  // transport's write) called from a thread other than the one running the
+  // loop throws std::runtime_error instead of racing. Library layers call it
+  // on their own such operations; a load and a branch when debug is off.
+  void check_thread() const {
+    if (debug_) [[unlikely]]
+      check_thread_in_debug_mode();
+  }
   // In debug mode, callbacks slower than this (seconds) are reported.
   // Throws std::invalid_argument for NaN.
   void set_slow_callback_duration(double seconds) {
@@ -344,6 +356,7 @@ class EventLoop {
   // asyncio's Handle copies it); cb itself otherwise, at the cost of a check.
   static void capture_context(absl::AnyInvocable<void()>& cb);
 
+  void check_thread_in_debug_mode() const;
   void run_once();
   void run_end_of_iteration(bool discard);
   void run_batch_timed(Runnable* batch);  // debug mode: reports slow callbacks
@@ -400,6 +413,8 @@ class EventLoop {
   bool stopping_ = false;
   std::atomic<bool> closed_{false};
   bool debug_ = false;
+  // The thread in run_forever (none while not running), for check_thread.
+  std::atomic<std::thread::id> running_thread_{};
   double slow_callback_duration_ = 0.1;
 
   ExceptionHandler exception_handler_;

@@ -639,5 +639,49 @@ TEST(SocketAddressTest, ParsesLiteralsAndFormats) {
   EXPECT_THROW(SocketAddress::unix_path(std::string(200, 'x')), std::invalid_argument);
 }
 
+// Debug mode, as asyncio's _check_thread: a non-thread-safe call from
+// another thread while the loop runs throws instead of racing.
+TEST(DebugModeTest, NonThreadSafeCallsFromAnotherThreadThrow) {
+  EventLoop loop;
+  loop.set_debug(true);
+  std::thread other;
+  bool threw_soon = false;
+  bool threw_later = false;
+  loop.call_soon([&] {
+    other = std::thread([&] {
+      try {
+        loop.call_soon([] {});
+      } catch (const std::runtime_error& e) {
+        threw_soon = std::string(e.what()).find("Non-thread-safe operation") != std::string::npos;
+      }
+      try {
+        loop.call_later(std::chrono::seconds(1), [] {});
+      } catch (const std::runtime_error&) {
+        threw_later = true;
+      }
+      loop.call_soon_threadsafe([&loop] { loop.stop(); });  // the thread-safe one works
+    });
+  });
+  loop.run_forever();
+  other.join();
+  EXPECT_TRUE(threw_soon);
+  EXPECT_TRUE(threw_later);
+  // From the loop's own thread, and while it is not running, no check.
+  loop.call_soon([] {});
+  loop.close();
+}
+
+TEST(DebugModeTest, TheEnvironmentVariableTurnsItOn) {
+  ::setenv("ASYNCIO_DEBUG", "1", 1);
+  EventLoop on;
+  EXPECT_TRUE(on.get_debug());
+  ::setenv("ASYNCIO_DEBUG", "0", 1);
+  EventLoop off;
+  EXPECT_FALSE(off.get_debug());
+  ::unsetenv("ASYNCIO_DEBUG");
+  EventLoop unset;
+  EXPECT_FALSE(unset.get_debug());
+}
+
 }  // namespace
 }  // namespace asyncio

@@ -96,6 +96,7 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   }
 
   void sendto(std::string_view data, std::optional<SocketAddress> addr) override {
+    loop_.check_thread();
     if (remote_ && addr && !(*addr == *remote_)) {
       throw std::invalid_argument("Invalid address: must be empty or " + remote_->to_string());
     }

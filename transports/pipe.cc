@@ -282,6 +282,7 @@ class WritePipeTransport final : public PipeTransportBase {
   void abort() override { close_with(nullptr); }
 
   void write(std::string_view data) override {
+    loop_.check_thread();
     if (data.empty() || closing_ || conn_lost_) return;
     if (pending() == 0) {
       ssize_t n = ::write(fd_, data.data(), data.size());

@@ -316,6 +316,7 @@ constexpr size_t kMaxIov = 64;
 }  // namespace
 
 void SocketTransport::write(std::string_view data) {
+  loop_.check_thread();
   if (eof_) throw std::runtime_error("Cannot call write() after write_eof()");
   if (sendfile_in_progress_) throw std::runtime_error("unable to write; sendfile is in progress");
   if (data.empty() || closing_ || conn_lost_) return;
@@ -332,6 +333,7 @@ void SocketTransport::write(std::string_view data) {
 }
 
 void SocketTransport::writelines(const std::vector<std::string>& data) {
+  loop_.check_thread();
   if (eof_) throw std::runtime_error("Cannot call writelines() after write_eof()");
   if (sendfile_in_progress_) throw std::runtime_error("unable to write; sendfile is in progress");
   if (closing_ || conn_lost_) return;
