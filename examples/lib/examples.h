@@ -45,6 +45,9 @@ void run_run_in_executor_pools();
 // 4.(9) run_coroutine_threadsafe from a plain thread: a result, a timeout
 // that cancels the task, an exception.
 void run_run_coroutine_threadsafe_example();
+// contextvars: a request id set by a server handler, in the log lines of
+// the tasks and the worker thread the request touches.
+void run_request_id_context();
 // The gRPC bridge demo (//examples/grpc): a gRPC server with asyncio
 // coroutine handlers and an asyncio client, on loopback.
 void run_grpc_demo();

@@ -30,6 +30,7 @@ constexpr Example kExamples[] = {
     {"dns: getaddrinfo(localhost) with c-ares", &run_resolve_localhost},
     {"3.4.8 run_in_executor: three pools", &run_run_in_executor_pools},
     {"4. run_coroutine_threadsafe", &run_run_coroutine_threadsafe_example},
+    {"contextvars: a request id through tasks and threads", &run_request_id_context},
     {"gRPC bridge: asyncio server and client", &run_grpc_demo},
     {"2.3 create_subprocess_shell", &run_subprocess_examples},
 };
