@@ -215,7 +215,29 @@ struct TaskFactorySlot {
   bool is_eager_task_factory;
 };
 
-TaskRegistry::TaskRegistry(EventLoop& loop) : loop_(loop) {}
+namespace {
+
+// Names the task behind a slow step in debug mode's report (its repr, with
+// where it was created). A reference keeps it alive through the step.
+void* retain_if_task(Runnable* node) {
+  TaskCore* task = TaskCore::task_of(node);
+  if (task != nullptr) task->add_ref();
+  return task;
+}
+std::string describe_retained_task(void* token) {
+  return describe_task(*static_cast<TaskCore*>(token));
+}
+void release_retained_task(void* token) { static_cast<TaskCore*>(token)->release(); }
+
+constexpr EventLoop::RunnableInspector kTaskInspector{&retain_if_task, &describe_retained_task,
+                                                      &release_retained_task};
+
+}  // namespace
+
+TaskRegistry::TaskRegistry(EventLoop& loop) : loop_(loop) {
+  static const bool installed = (EventLoop::set_runnable_inspector(&kTaskInspector), true);
+  (void)installed;
+}
 
 void TaskRegistry::set_task_factory(std::unique_ptr<TaskFactorySlot> factory) noexcept {
   task_factory_ = std::move(factory);
@@ -342,13 +364,16 @@ void TaskCore::set_name(std::string name) { extras().name = std::move(name); }
 std::string TaskCore::description() const { return is_task_ ? name() : "Future"; }
 
 void TaskCore::start_task(TaskRegistry& registry, std::string&& name, std::coroutine_handle<> root,
-                          bool eager, const Context* context) {
+                          bool eager, const Context* context,
+                          const std::source_location* created_at) {
   EventLoop& loop = registry.loop();
   loop_ = &loop;
   is_task_ = true;
   link_ = root;
   id_ = g_task_counter.fetch_add(1, std::memory_order_relaxed) + 1;
   if (!name.empty()) extras().name = std::move(name);
+  if (created_at != nullptr && loop.get_debug()) [[unlikely]]
+    extras().created_at = *created_at;
   // As asyncio: the task runs in a copy of its creator's context (nothing
   // to copy, and nothing allocated, while no variable is set).
   if (context != nullptr) {
@@ -483,7 +508,7 @@ TaskCore* start_through_factory(TaskRegistry& registry, TaskCore& core,
 
 TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<> root,
                          std::string&& name, std::optional<bool> eager_start,
-                         const Context* context) {
+                         const Context* context, const std::source_location& created_at) {
   TaskRegistry& registry = TaskRegistry::of(loop);
   if (TaskFactorySlot* factory = registry.task_factory()) [[unlikely]] {
     if (!factory->is_eager_task_factory) {
@@ -493,7 +518,8 @@ TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<
     }
     eager_start = eager_start.value_or(true);
   }
-  core.start_task(registry, std::move(name), root, eager_start.value_or(false), context);
+  core.start_task(registry, std::move(name), root, eager_start.value_or(false), context,
+                  &created_at);
   return &core;
 }
 

@@ -2,7 +2,9 @@
 // completing a Future or creating a task from another thread throws.
 #include <chrono>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "futures/futures.h"
 #include "gtest/gtest.h"
@@ -51,6 +53,79 @@ TEST(DebugModeTest, FuturesAndTasksRefuseOtherThreads) {
         EXPECT_EQ(co_await future, 7);
       }(),
       {.debug = true});
+}
+
+Coro<void> fails() {
+  throw std::runtime_error("lost");
+  co_return;
+}
+
+// Debug mode, as asyncio's: a task's repr and the loop's reports say where
+// the task was created.
+TEST(DebugModeTest, TasksRememberWhereTheyWereCreated) {
+  std::vector<std::string> reports;
+  run(
+      [](std::vector<std::string>* reports) -> Coro<void> {
+        EventLoop& loop = get_running_loop();
+        loop.set_exception_handler([reports](EventLoop&, const ExceptionContext& context) {
+          reports->push_back(context.message + " " + context.task);
+        });
+        const int line = __LINE__ + 1;
+        Task<int> task = create_task(answer());
+        const std::string where = "created at futures/debug_mode_test.cc:" + std::to_string(line);
+        EXPECT_NE(repr(task).find(where), std::string::npos) << repr(task);
+        co_await task;
+        {
+          const int fails_line = __LINE__ + 1;
+          Task<void> lost = create_task(fails(), "lost");
+          co_await sleep(0s);
+          co_await sleep(0s);
+          EXPECT_TRUE(lost.done());
+          reports->push_back("expect line " + std::to_string(fails_line));
+        }  // dropped with its exception never retrieved
+      }(&reports),
+      {.debug = true});
+  ASSERT_EQ(reports.size(), 2u);
+  const std::string line = reports[0].substr(std::string("expect line ").size());
+  EXPECT_NE(reports[1].find("Task exception was never retrieved"), std::string::npos) << reports[1];
+  EXPECT_NE(reports[1].find("created at futures/debug_mode_test.cc:" + line), std::string::npos)
+      << reports[1];
+}
+
+TEST(DebugModeTest, OutsideDebugModeNothingIsKept) {
+  run([]() -> Coro<void> {
+    Task<int> task = create_task(answer());
+    EXPECT_EQ(repr(task).find("created at"), std::string::npos);
+    co_await task;
+  }());
+}
+
+Coro<void> blocks_the_loop() {
+  std::this_thread::sleep_for(20ms);  // the slow step under test, not a wait for readiness
+  co_return;
+}
+
+TEST(DebugModeTest, TheSlowStepReportNamesTheTaskAndWhereItWasCreated) {
+  std::vector<std::string> reports;
+  run(
+      [](std::vector<std::string>* reports) -> Coro<void> {
+        EventLoop& loop = get_running_loop();
+        loop.set_slow_callback_duration(0.01);
+        loop.set_exception_handler([reports](EventLoop&, const ExceptionContext& context) {
+          reports->push_back(context.message + " | " + context.task);
+        });
+        const int line = __LINE__ + 1;
+        co_await create_task(blocks_the_loop(), "slow one");
+        reports->push_back("line " + std::to_string(line));
+      }(&reports),
+      {.debug = true});
+  ASSERT_GE(reports.size(), 2u);
+  const std::string& report = reports[reports.size() - 2];
+  const std::string line = reports.back().substr(5);
+  EXPECT_NE(report.find("Executing a task step took"), std::string::npos) << report;
+  EXPECT_NE(report.find("name='slow one'"), std::string::npos) << report;
+  EXPECT_NE(report.find("created at futures/debug_mode_test.cc:" + line), std::string::npos)
+      << report;
 }
 
 }  // namespace

@@ -100,6 +100,10 @@ std::string describe_task(const TaskCore& core) {
   if (core.done() && !core.cancelled() && core.stored_exception()) {
     text += " exception=" + describe_error(core.stored_exception());
   }
+  // As asyncio's repr in debug mode: where the task was made.
+  if (const std::source_location* where = core.created_at()) {
+    text += " created at " + std::string(where->file_name()) + ":" + std::to_string(where->line());
+  }
   return text + ">";
 }
 

@@ -15,6 +15,7 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <source_location>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -145,13 +146,14 @@ namespace futures_internal {
 // to the task, as string moves are a measurable part of a task's creation.
 template <class T>
 Task<T> create_task_on(EventLoop& loop, Coro<T>& coro, std::string&& name,
-                       std::optional<bool> eager_start, const Context* context = nullptr) {
+                       std::optional<bool> eager_start, const Context* context,
+                       const std::source_location& created_at) {
   if (loop.is_closed()) throw std::runtime_error("Event loop is closed");
   if (!coro.valid()) throw std::invalid_argument("create_task: empty Coro");
   loop.check_thread();  // debug mode: before the Coro gives up its frame
   auto handle = coro.release();
-  TaskCore* core =
-      start_new_task(loop, handle.promise(), handle, std::move(name), eager_start, context);
+  TaskCore* core = start_new_task(loop, handle.promise(), handle, std::move(name), eager_start,
+                                  context, created_at);
   return Access::adopt_task<T>(core);
 }
 }  // namespace futures_internal
@@ -162,41 +164,49 @@ Task<T> create_task_on(EventLoop& loop, Coro<T>& coro, std::string&& name,
 // does not start inside create_task. With a task factory, the factory makes
 // the task (it must return the task made from `coro`, see below).
 template <class T>
-Task<T> create_task(EventLoop& loop, Coro<T> coro, TaskOptions options) {
+Task<T> create_task(EventLoop& loop, Coro<T> coro, TaskOptions options,
+                    const std::source_location& where = std::source_location::current()) {
   return futures_internal::create_task_on(loop, coro, std::move(options.name), options.eager_start,
-                                          options.context ? &*options.context : nullptr);
+                                          options.context ? &*options.context : nullptr, where);
 }
 
 // The name as a plain argument, as before TaskOptions existed. A template,
 // so that a braced list ({.name = ...}) can only mean TaskOptions.
 template <class T, std::convertible_to<std::string> Name>
-Task<T> create_task(EventLoop& loop, Coro<T> coro, Name&& name) {
+Task<T> create_task(EventLoop& loop, Coro<T> coro, Name&& name,
+                    const std::source_location& where = std::source_location::current()) {
   return futures_internal::create_task_on(loop, coro, std::string(std::forward<Name>(name)),
-                                          std::nullopt);
+                                          std::nullopt, nullptr, where);
 }
 
 template <class T>
-Task<T> create_task(EventLoop& loop, Coro<T> coro) {
-  return futures_internal::create_task_on(loop, coro, std::string(), std::nullopt);
+Task<T> create_task(EventLoop& loop, Coro<T> coro,
+                    const std::source_location& where = std::source_location::current()) {
+  return futures_internal::create_task_on(loop, coro, std::string(), std::nullopt, nullptr, where);
 }
 
 // The same on the running loop.
 template <class T>
-Task<T> create_task(Coro<T> coro, TaskOptions options) {
+Task<T> create_task(Coro<T> coro, TaskOptions options,
+                    const std::source_location& where = std::source_location::current()) {
   return futures_internal::create_task_on(get_running_loop(), coro, std::move(options.name),
                                           options.eager_start,
-                                          options.context ? &*options.context : nullptr);
+                                          options.context ? &*options.context : nullptr, where);
 }
 
 template <class T, std::convertible_to<std::string> Name>
-Task<T> create_task(Coro<T> coro, Name&& name) {
+Task<T> create_task(Coro<T> coro, Name&& name,
+                    const std::source_location& where = std::source_location::current()) {
   return futures_internal::create_task_on(get_running_loop(), coro,
-                                          std::string(std::forward<Name>(name)), std::nullopt);
+                                          std::string(std::forward<Name>(name)), std::nullopt,
+                                          nullptr, where);
 }
 
 template <class T>
-Task<T> create_task(Coro<T> coro) {
-  return futures_internal::create_task_on(get_running_loop(), coro, std::string(), std::nullopt);
+Task<T> create_task(Coro<T> coro,
+                    const std::source_location& where = std::source_location::current()) {
+  return futures_internal::create_task_on(get_running_loop(), coro, std::string(), std::nullopt,
+                                          nullptr, where);
 }
 
 // Coro -> a new Task on the running loop; a Future or Task is returned as is.

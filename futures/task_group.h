@@ -3,6 +3,7 @@
 
 #include <exception>
 #include <memory>
+#include <source_location>
 #include <string>
 #include <utility>
 
@@ -44,10 +45,12 @@ class TaskGroup {
   // tg.create_task(coro, name=name): as asyncio::create_task, on the group's
   // loop; the group tracks the task.
   template <class T>
-  Task<T> create_task(Coro<T> coro, std::string name = "");
+  Task<T> create_task(Coro<T> coro, std::string name = "",
+                      const std::source_location& where = std::source_location::current());
   // tg.create_task(coro, name=..., context=..., eager_start=...).
   template <class T>
-  Task<T> create_task(Coro<T> coro, TaskOptions options);
+  Task<T> create_task(Coro<T> coro, TaskOptions options,
+                      const std::source_location& where = std::source_location::current());
 
   // __aexit__: waits for every task; `body_exception` is what escaped the
   // body, if anything.
@@ -68,15 +71,16 @@ void check_group_accepts_tasks(const TaskGroupState& group);
 }  // namespace futures_internal
 
 template <class T>
-Task<T> TaskGroup::create_task(Coro<T> coro, std::string name) {
-  return create_task(std::move(coro), TaskOptions{.name = std::move(name)});
+Task<T> TaskGroup::create_task(Coro<T> coro, std::string name, const std::source_location& where) {
+  return create_task(std::move(coro), TaskOptions{.name = std::move(name)}, where);
 }
 
 template <class T>
-Task<T> TaskGroup::create_task(Coro<T> coro, TaskOptions options) {
+Task<T> TaskGroup::create_task(Coro<T> coro, TaskOptions options,
+                               const std::source_location& where) {
   futures_internal::check_group_accepts_tasks(*state_);
   Task<T> task = asyncio::create_task(futures_internal::group_loop(*state_), std::move(coro),
-                                      std::move(options));
+                                      std::move(options), where);
   AnyTask tracked(task);
   futures_internal::track_in_group(state_, tracked, futures_internal::Access::as_future(tracked));
   return task;

@@ -563,17 +563,36 @@ void EventLoop::run_end_of_iteration(bool discard) {
   }
 }
 
+namespace {
+std::atomic<const EventLoop::RunnableInspector*> g_runnable_inspector{nullptr};
+}  // namespace
+
+void EventLoop::set_runnable_inspector(const RunnableInspector* inspector) {
+  g_runnable_inspector.store(inspector, std::memory_order_release);
+}
+
 void EventLoop::run_batch_timed(Runnable* node) {
+  const RunnableInspector* inspector = g_runnable_inspector.load(std::memory_order_acquire);
   while (node != nullptr) {
     Runnable* next = node->next_in_queue;
+    // Taken before the run: the node (a finished task) may be gone after it.
+    void* token = inspector != nullptr ? inspector->retain(node) : nullptr;
     const double start = time();
     node->invoke(node, /*discard=*/false);
     const double took = time() - start;
     if (took >= slow_callback_duration_) {
       char msg[96];
-      std::snprintf(msg, sizeof(msg), "Executing a callback or task step took %.3f seconds", took);
-      call_exception_handler({msg, nullptr, "", ""});
+      std::snprintf(msg, sizeof(msg), "Executing %s took %.3f seconds",
+                    token != nullptr ? "a task step" : "a callback", took);
+      try {
+        call_exception_handler(
+            {msg, nullptr, token != nullptr ? inspector->describe(token) : "", ""});
+      } catch (...) {
+        if (token != nullptr) inspector->release(token);
+        throw;
+      }
     }
+    if (token != nullptr) inspector->release(token);
     node = next;
   }
 }

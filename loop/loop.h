@@ -303,6 +303,16 @@ class EventLoop {
     slow_callback_duration_ = seconds;
   }
   double slow_callback_duration() const { return slow_callback_duration_; }
+  // For library layers whose nodes the ready queue runs (tasks): lets the
+  // slow-callback report name the node. `retain` is called before a node
+  // runs in debug mode and returns a token (null: not one of this layer's);
+  // `describe` is called on it only when the run was slow; `release` always.
+  struct RunnableInspector {
+    void* (*retain)(Runnable* node);
+    std::string (*describe)(void* token);
+    void (*release)(void* token);
+  };
+  static void set_runnable_inspector(const RunnableInspector* inspector);
 
   // --- executor slot --------------------------------------------------------
   void set_default_executor(std::shared_ptr<Executor> executor);

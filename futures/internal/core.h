@@ -187,8 +187,11 @@ class TaskCore : public FutureStateBase, public Runnable {
   // Makes this frame a task's root on `registry`'s loop and schedules its
   // first step, or, when `eager` and the loop is running, runs that step now.
   // The task runs in `context`, or, when null, in a copy of the current one.
+  // In debug mode the task keeps `created_at` (create_task's caller) for
+  // its repr and the loop's reports.
   void start_task(TaskRegistry& registry, std::string&& name, std::coroutine_handle<> root,
-                  bool eager, const Context* context = nullptr);
+                  bool eager, const Context* context = nullptr,
+                  const std::source_location* created_at = nullptr);
   bool is_task() const noexcept { return is_task_; }
   std::string name() const;
   void set_name(std::string name);
@@ -233,6 +236,14 @@ class TaskCore : public FutureStateBase, public Runnable {
   bool started() const noexcept { return started_; }
   bool cancel_requested() const noexcept { return must_cancel_ || num_cancels_requested_ > 0; }
   Context context();  // Task.get_context()
+  // The task a ready-queue node is, or null (for the loop's debug reports).
+  static TaskCore* task_of(Runnable* node) noexcept {
+    return node->invoke == &TaskCore::step ? static_cast<TaskCore*>(node) : nullptr;
+  }
+  // Where create_task was called, when the loop was in debug mode then.
+  const std::source_location* created_at() const noexcept {
+    return extras_ && extras_->created_at ? &*extras_->created_at : nullptr;
+  }
 
  protected:
   ~TaskCore() override;
@@ -251,9 +262,10 @@ class TaskCore : public FutureStateBase, public Runnable {
   TaskCore* registry_next_ = nullptr;
   // What most tasks never have, in one allocation made on first use.
   struct Extras {
-    std::optional<std::string> name;           // set_name / create_task name
-    std::string cancel_msg;                    // message of a pending cancel
-    contextvars_internal::ContextRef context;  // null: the empty context
+    std::optional<std::string> name;                 // set_name / create_task name
+    std::string cancel_msg;                          // message of a pending cancel
+    contextvars_internal::ContextRef context;        // null: the empty context
+    std::optional<std::source_location> created_at;  // debug mode only
   };
   Extras& extras();
   static contextvars_internal::ContextRef* context_storage(void* task);
@@ -551,7 +563,7 @@ Coro<void> sleep_seconds(double seconds);
 // around is a measurable part of a task's creation.
 TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<> root,
                          std::string&& name, std::optional<bool> eager_start,
-                         const Context* context);
+                         const Context* context, const std::source_location& created_at);
 
 }  // namespace futures_internal
 }  // namespace asyncio
