@@ -46,10 +46,18 @@ class LookupError : public std::runtime_error {
 
 namespace contextvars_internal {
 
+// Set when the first ContextVar is made. Until then no context can hold a
+// value, and the loop and tasks skip all context work: programs that do not
+// use contextvars pay a load and a branch per callback and task step.
+inline std::atomic<bool> g_vars_exist{false};
+inline bool vars_exist() noexcept { return g_vars_exist.load(std::memory_order_relaxed); }
+
 // A variable's identity; ContextVar<T> derives from it.
 class VarBase {
  public:
-  explicit VarBase(std::string name) : name_(std::move(name)) {}
+  explicit VarBase(std::string name) : name_(std::move(name)) {
+    g_vars_exist.store(true, std::memory_order_relaxed);
+  }
   VarBase(const VarBase&) = delete;
   VarBase& operator=(const VarBase&) = delete;
   const std::string& name() const { return name_; }
@@ -216,8 +224,10 @@ class Token {
   std::shared_ptr<bool> used_ = std::make_shared<bool>(false);
 };
 
-// Python's contextvars.ContextVar. Declare variables at namespace scope (or
-// make sure they outlive every context holding a value for them).
+// Python's contextvars.ContextVar. Declare variables at namespace scope, so
+// that they exist before the first task starts (tasks and callbacks keep a
+// context only once a variable exists) and outlive every context holding a
+// value for them.
 template <class T>
 class ContextVar : public contextvars_internal::VarBase {
  public:

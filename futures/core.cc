@@ -348,6 +348,17 @@ Context TaskCore::context() {
   return Context(context);
 }
 
+void TaskCore::keep_context_and_origin(const Context* context, std::source_location created_at) {
+  if (created_at.line() != 0 && loop_->get_debug()) extras().created_at = created_at;
+  // As asyncio: the task runs in a copy of its creator's context (nothing
+  // to copy, and nothing allocated, while no variable is set).
+  if (context != nullptr) {
+    extras().context = context->ref();
+  } else if (!contextvars_internal::current_is_empty()) {
+    extras().context = contextvars_internal::capture_current();
+  }
+}
+
 void TaskCore::resume_in_context() {
   contextvars_internal::Slot slot{extras_ ? &extras_->context : nullptr, &context_storage, this};
   contextvars_internal::SlotScope scope(slot);
@@ -364,22 +375,15 @@ void TaskCore::set_name(std::string name) { extras().name = std::move(name); }
 std::string TaskCore::description() const { return is_task_ ? name() : "Future"; }
 
 void TaskCore::start_task(TaskRegistry& registry, std::string&& name, std::coroutine_handle<> root,
-                          bool eager, const Context* context,
-                          const std::source_location* created_at) {
+                          bool eager, const Context* context, std::source_location created_at) {
   EventLoop& loop = registry.loop();
   loop_ = &loop;
   is_task_ = true;
   link_ = root;
   id_ = g_task_counter.fetch_add(1, std::memory_order_relaxed) + 1;
   if (!name.empty()) extras().name = std::move(name);
-  if (created_at != nullptr && loop.get_debug()) [[unlikely]]
-    extras().created_at = *created_at;
-  // As asyncio: the task runs in a copy of its creator's context (nothing
-  // to copy, and nothing allocated, while no variable is set).
-  if (context != nullptr) {
-    extras().context = context->ref();
-  } else if (!contextvars_internal::current_is_empty()) {
-    extras().context = contextvars_internal::capture_current();
+  if (context != nullptr || contextvars_internal::vars_exist() || loop.get_debug()) [[unlikely]] {
+    keep_context_and_origin(context, created_at);
   }
   refs_ = 2;  // the returned Task handle, and the task's own until it completes
   registry.add(this);
@@ -396,7 +400,11 @@ void TaskCore::step_eagerly() {
   // The task's own reference keeps the frame alive through the step; the
   // creator's task becomes current again after it, done or suspended.
   TaskCore* previous = std::exchange(t_current_task, this);
-  resume_in_context();
+  if (contextvars_internal::vars_exist()) [[unlikely]] {
+    resume_in_context();
+  } else {
+    link_.resume();
+  }
   t_current_task = previous;
 }
 
@@ -449,7 +457,12 @@ void TaskCore::step(Runnable* self, bool discard) {
   }
   TaskCore* previous = t_current_task;
   t_current_task = task;
-  task->resume_in_context();  // the task may be gone after this
+  // The task may be gone after this.
+  if (contextvars_internal::vars_exist()) [[unlikely]] {
+    task->resume_in_context();
+  } else {
+    task->link_.resume();
+  }
   t_current_task = previous;
 }
 
@@ -508,7 +521,7 @@ TaskCore* start_through_factory(TaskRegistry& registry, TaskCore& core,
 
 TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<> root,
                          std::string&& name, std::optional<bool> eager_start,
-                         const Context* context, const std::source_location& created_at) {
+                         const Context* context, std::source_location created_at) {
   TaskRegistry& registry = TaskRegistry::of(loop);
   if (TaskFactorySlot* factory = registry.task_factory()) [[unlikely]] {
     if (!factory->is_eager_task_factory) {
@@ -519,7 +532,7 @@ TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<
     eager_start = eager_start.value_or(true);
   }
   core.start_task(registry, std::move(name), root, eager_start.value_or(false), context,
-                  &created_at);
+                  created_at);
   return &core;
 }
 

@@ -41,6 +41,13 @@ TaskCore* coro_core(const void* frame) {
   return &h.promise();
 }
 
+// The frame whose promise holds `core`. Through the TaskCore itself, not a
+// Promise<T> of a guessed T (a downcast UBSan rightly refuses): the promise
+// sits at the same place in the frame whatever T is (see coro_core).
+const void* frame_of(const TaskCore& core) {
+  return std::coroutine_handle<TaskCore>::from_promise(const_cast<TaskCore&>(core)).address();
+}
+
 // The coroutine frame ABI of GCC and Clang: the resume function comes first.
 const void* resume_code(const void* frame) { return *static_cast<const void* const*>(frame); }
 
@@ -109,8 +116,7 @@ std::string describe_task(const TaskCore& core) {
 
 const void* coroutine_identity(const TaskCore& core) {
   if (core.done()) return nullptr;
-  auto* promise = static_cast<Promise<void>*>(const_cast<TaskCore*>(&core));
-  return std::coroutine_handle<Promise<void>>::from_promise(*promise).address();
+  return frame_of(core);
 }
 
 }  // namespace futures_internal
@@ -138,8 +144,8 @@ std::vector<TaskFrame> get_stack(const AnyTask& task, std::optional<size_t> limi
   std::vector<TaskFrame> frames;  // innermost first, while walking
   if (root == current_task_core()) {
     // Running: its resume point is stale until it suspends again.
-    auto h = std::coroutine_handle<Promise<void>>::from_promise(*static_cast<Promise<void>*>(root));
-    frames.push_back({TaskFrame::Kind::kCoroutine, h.address(), resume_code(h.address())});
+    const void* frame = frame_of(*root);
+    frames.push_back({TaskFrame::Kind::kCoroutine, frame, resume_code(frame)});
   } else {
     const TaskRegistry* registry = TaskRegistry::find(root->loop());
     const auto other_kind = [registry](const void* frame) {

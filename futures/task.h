@@ -147,7 +147,7 @@ namespace futures_internal {
 template <class T>
 Task<T> create_task_on(EventLoop& loop, Coro<T>& coro, std::string&& name,
                        std::optional<bool> eager_start, const Context* context,
-                       const std::source_location& created_at) {
+                       std::source_location created_at) {
   if (loop.is_closed()) throw std::runtime_error("Event loop is closed");
   if (!coro.valid()) throw std::invalid_argument("create_task: empty Coro");
   loop.check_thread();  // debug mode: before the Coro gives up its frame
@@ -165,7 +165,7 @@ Task<T> create_task_on(EventLoop& loop, Coro<T>& coro, std::string&& name,
 // the task (it must return the task made from `coro`, see below).
 template <class T>
 Task<T> create_task(EventLoop& loop, Coro<T> coro, TaskOptions options,
-                    const std::source_location& where = std::source_location::current()) {
+                    std::source_location where = std::source_location::current()) {
   return futures_internal::create_task_on(loop, coro, std::move(options.name), options.eager_start,
                                           options.context ? &*options.context : nullptr, where);
 }
@@ -174,21 +174,21 @@ Task<T> create_task(EventLoop& loop, Coro<T> coro, TaskOptions options,
 // so that a braced list ({.name = ...}) can only mean TaskOptions.
 template <class T, std::convertible_to<std::string> Name>
 Task<T> create_task(EventLoop& loop, Coro<T> coro, Name&& name,
-                    const std::source_location& where = std::source_location::current()) {
+                    std::source_location where = std::source_location::current()) {
   return futures_internal::create_task_on(loop, coro, std::string(std::forward<Name>(name)),
                                           std::nullopt, nullptr, where);
 }
 
 template <class T>
 Task<T> create_task(EventLoop& loop, Coro<T> coro,
-                    const std::source_location& where = std::source_location::current()) {
+                    std::source_location where = std::source_location::current()) {
   return futures_internal::create_task_on(loop, coro, std::string(), std::nullopt, nullptr, where);
 }
 
 // The same on the running loop.
 template <class T>
 Task<T> create_task(Coro<T> coro, TaskOptions options,
-                    const std::source_location& where = std::source_location::current()) {
+                    std::source_location where = std::source_location::current()) {
   return futures_internal::create_task_on(get_running_loop(), coro, std::move(options.name),
                                           options.eager_start,
                                           options.context ? &*options.context : nullptr, where);
@@ -196,15 +196,14 @@ Task<T> create_task(Coro<T> coro, TaskOptions options,
 
 template <class T, std::convertible_to<std::string> Name>
 Task<T> create_task(Coro<T> coro, Name&& name,
-                    const std::source_location& where = std::source_location::current()) {
+                    std::source_location where = std::source_location::current()) {
   return futures_internal::create_task_on(get_running_loop(), coro,
                                           std::string(std::forward<Name>(name)), std::nullopt,
                                           nullptr, where);
 }
 
 template <class T>
-Task<T> create_task(Coro<T> coro,
-                    const std::source_location& where = std::source_location::current()) {
+Task<T> create_task(Coro<T> coro, std::source_location where = std::source_location::current()) {
   return futures_internal::create_task_on(get_running_loop(), coro, std::string(), std::nullopt,
                                           nullptr, where);
 }

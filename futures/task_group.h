@@ -46,11 +46,11 @@ class TaskGroup {
   // loop; the group tracks the task.
   template <class T>
   Task<T> create_task(Coro<T> coro, std::string name = "",
-                      const std::source_location& where = std::source_location::current());
+                      std::source_location where = std::source_location::current());
   // tg.create_task(coro, name=..., context=..., eager_start=...).
   template <class T>
   Task<T> create_task(Coro<T> coro, TaskOptions options,
-                      const std::source_location& where = std::source_location::current());
+                      std::source_location where = std::source_location::current());
 
   // __aexit__: waits for every task; `body_exception` is what escaped the
   // body, if anything.
@@ -71,13 +71,12 @@ void check_group_accepts_tasks(const TaskGroupState& group);
 }  // namespace futures_internal
 
 template <class T>
-Task<T> TaskGroup::create_task(Coro<T> coro, std::string name, const std::source_location& where) {
+Task<T> TaskGroup::create_task(Coro<T> coro, std::string name, std::source_location where) {
   return create_task(std::move(coro), TaskOptions{.name = std::move(name)}, where);
 }
 
 template <class T>
-Task<T> TaskGroup::create_task(Coro<T> coro, TaskOptions options,
-                               const std::source_location& where) {
+Task<T> TaskGroup::create_task(Coro<T> coro, TaskOptions options, std::source_location where) {
   futures_internal::check_group_accepts_tasks(*state_);
   Task<T> task = asyncio::create_task(futures_internal::group_loop(*state_), std::move(coro),
                                       std::move(options), where);

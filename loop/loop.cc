@@ -320,7 +320,7 @@ absl::AnyInvocable<void()> EventLoop::in_context(absl::AnyInvocable<void()> cb,
   return [context, cb = std::move(cb)]() mutable { context.run(cb); };
 }
 
-void EventLoop::capture_context(absl::AnyInvocable<void()>& cb) {
+void EventLoop::capture_nonempty_context(absl::AnyInvocable<void()>& cb) {
   if (contextvars_internal::current_is_empty()) return;
   cb = [context = contextvars_internal::capture_current(), cb = std::move(cb)]() mutable {
     contextvars_internal::run_in(context, cb);

@@ -364,7 +364,11 @@ class EventLoop {
                                                const Context& context);
   // cb, run in a copy of the current context when that is not empty (as
   // asyncio's Handle copies it); cb itself otherwise, at the cost of a check.
-  static void capture_context(absl::AnyInvocable<void()>& cb);
+  static void capture_context(absl::AnyInvocable<void()>& cb) {
+    if (contextvars_internal::vars_exist()) [[unlikely]]
+      capture_nonempty_context(cb);
+  }
+  static void capture_nonempty_context(absl::AnyInvocable<void()>& cb);
 
   void check_thread_in_debug_mode() const;
   void run_once();

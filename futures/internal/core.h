@@ -191,7 +191,7 @@ class TaskCore : public FutureStateBase, public Runnable {
   // its repr and the loop's reports.
   void start_task(TaskRegistry& registry, std::string&& name, std::coroutine_handle<> root,
                   bool eager, const Context* context = nullptr,
-                  const std::source_location* created_at = nullptr);
+                  std::source_location created_at = {});
   bool is_task() const noexcept { return is_task_; }
   std::string name() const;
   void set_name(std::string name);
@@ -271,6 +271,9 @@ class TaskCore : public FutureStateBase, public Runnable {
   static contextvars_internal::ContextRef* context_storage(void* task);
   // Runs the task's next step with its context current.
   void resume_in_context();
+  // start_task's rare part: a given context, a copy of a non-empty one, and
+  // in debug mode where the task was created.
+  void keep_context_and_origin(const Context* context, std::source_location created_at);
 
   std::unique_ptr<Extras> extras_;
   uint32_t id_ = 0;
@@ -563,7 +566,7 @@ Coro<void> sleep_seconds(double seconds);
 // around is a measurable part of a task's creation.
 TaskCore* start_new_task(EventLoop& loop, TaskCore& core, std::coroutine_handle<> root,
                          std::string&& name, std::optional<bool> eager_start,
-                         const Context* context, const std::source_location& created_at);
+                         const Context* context, std::source_location created_at);
 
 }  // namespace futures_internal
 }  // namespace asyncio
