@@ -1,8 +1,9 @@
 // A program whose tasks reach a known state, for the tests of
 // tools/asyncio_ps and tools/gdb/asyncio_gdb.py:
 //
-//   main awaits fetch-a, which awaits parse; parse and fetch-b are inside
-//   read_reply(), awaiting a future that is resolved only at the end.
+//   main's TaskGroup holds fetch-a, which awaits parse, and fetch-b; parse
+//   and fetch-b are inside read_reply(), awaiting a future that is resolved
+//   only at the end.
 //
 // With --break it calls asyncio_debug_breakpoint() in that state (from a
 // loop callback: no task is running), then lets every task finish and
@@ -38,8 +39,9 @@ Coro<void> main_task(bool wait) {
   asyncio::current_task()->set_name("main");
   asyncio::EventLoop& loop = asyncio::get_running_loop();
   Future<void> gate = asyncio::create_future<void>(loop);
-  asyncio::Task<void> a = asyncio::create_task(fetch_a(gate), {.name = "fetch-a"});
-  asyncio::Task<void> b = asyncio::create_task(fetch_b(gate), {.name = "fetch-b"});
+  asyncio::TaskGroup group;
+  group.create_task(fetch_a(gate), "fetch-a");
+  group.create_task(fetch_b(gate), "fetch-b");
   co_await asyncio::sleep(std::chrono::seconds(0));  // fetch-a and fetch-b start
   co_await asyncio::sleep(std::chrono::seconds(0));  // parse starts
   if (wait) {
@@ -47,14 +49,13 @@ Coro<void> main_task(bool wait) {
     std::printf("ready\n");
     std::fflush(stdout);
   } else {
-    // Runs once main is suspended on fetch-a: every task is waiting.
+    // Runs once main is suspended in join(): every task is waiting.
     loop.call_soon([gate]() mutable {
       asyncio_debug_breakpoint();
       gate.set_result();
     });
   }
-  co_await a;
-  co_await b;
+  co_await group.join();
 }
 
 }  // namespace app
