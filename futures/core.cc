@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <atomic>
+#include <mutex>
 #include <string>
 
 #include "futures/futures.h"
@@ -216,7 +217,6 @@ struct TaskFactorySlot {
 };
 
 namespace {
-
 // Names the task behind a slow step in debug mode's report (its repr, with
 // where it was created). A reference keeps it alive through the step.
 void* retain_if_task(Runnable* node) {
@@ -232,11 +232,27 @@ void release_retained_task(void* token) { static_cast<TaskCore*>(token)->release
 constexpr EventLoop::RunnableInspector kTaskInspector{&retain_if_task, &describe_retained_task,
                                                       &release_retained_task};
 
+// Guards TaskRegistry::live_head_ and the registries' live_prev_/live_next_;
+// taken only when a registry is made or destroyed, and by task dumps.
+std::mutex g_live_registries_mu;
+uint64_t g_last_registry_serial = 0;
 }  // namespace
+
+TaskRegistry* TaskRegistry::live_head_ = nullptr;
 
 TaskRegistry::TaskRegistry(EventLoop& loop) : loop_(loop) {
   static const bool installed = (EventLoop::set_runnable_inspector(&kTaskInspector), true);
   (void)installed;
+  std::lock_guard<std::mutex> lock(g_live_registries_mu);
+  serial_ = ++g_last_registry_serial;
+  live_next_ = live_head_;
+  if (live_head_ != nullptr) live_head_->live_prev_ = this;
+  live_head_ = this;
+}
+
+void TaskRegistry::for_each_live(void (*visit)(TaskRegistry&, void*), void* context) {
+  std::lock_guard<std::mutex> lock(g_live_registries_mu);
+  for (TaskRegistry* r = live_head_; r != nullptr; r = r->live_next_) visit(*r, context);
 }
 
 void TaskRegistry::set_task_factory(std::unique_ptr<TaskFactorySlot> factory) noexcept {
@@ -304,6 +320,15 @@ void TaskRegistry::close_generators() {
 }
 
 TaskRegistry::~TaskRegistry() {
+  {
+    std::lock_guard<std::mutex> lock(g_live_registries_mu);
+    if (live_prev_ != nullptr) {
+      live_prev_->live_next_ = live_next_;
+    } else {
+      live_head_ = live_next_;
+    }
+    if (live_next_ != nullptr) live_next_->live_prev_ = live_prev_;
+  }
   close_generators();
   // Tasks still pending when their loop is destroyed can never run again.
   // Report them, as asyncio does, and release their frames.

@@ -31,6 +31,10 @@
 // whom.
 #include "futures/call_graph.h"
 
+// dump_all_tasks, enable_task_dump, enable_debug_socket: every loop's tasks,
+// on a signal or asked for through a Unix socket (tools/asyncio_ps).
+#include "futures/debug_dump.h"
+
 // run, Runner and run_until_complete: drive a loop until a coroutine is done;
 // shutdown_default_executor.
 #include "futures/run.h"

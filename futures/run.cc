@@ -150,6 +150,7 @@ Runner::Runner(RunOptions options) : options_(std::move(options)) {}
 EventLoop& Runner::get_loop() {
   if (state_ == State::kClosed) throw std::runtime_error("Runner is closed");
   if (state_ == State::kInitialized) return *loop_;
+  futures_internal::enable_debug_socket_from_environment();
   if (options_.loop_factory) {
     loop_ = options_.loop_factory();
     if (!loop_) throw std::invalid_argument("Runner: the loop factory returned no loop");

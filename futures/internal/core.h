@@ -321,7 +321,21 @@ class TaskRegistry final : public LoopExtension {
   TaskFactorySlot* task_factory() const noexcept { return task_factory_.get(); }
   void set_task_factory(std::unique_ptr<TaskFactorySlot> factory) noexcept;
 
+  // The process's live registries, for task dumps taken from another thread
+  // (futures/debug_dump.h) and for gdb (tools/gdb/asyncio_gdb.py). Calls
+  // visit(registry, context) for each under the lock that a registry's
+  // creation and destruction take, so each stays alive during its visit.
+  static void for_each_live(void (*visit)(TaskRegistry&, void*), void* context);
+  // 1 for the process's first registry, then 2, ...: names a loop in dumps.
+  uint64_t serial() const noexcept { return serial_; }
+
  private:
+  // Head of the list of live registries (newest first), guarded by a mutex
+  // in core.cc; gdb reads it by this name.
+  static TaskRegistry* live_head_;
+  TaskRegistry* live_prev_ = nullptr;
+  TaskRegistry* live_next_ = nullptr;
+  uint64_t serial_ = 0;
   EventLoop& loop_;
   std::unique_ptr<TaskFactorySlot> task_factory_;
   TaskCore* head_ = nullptr;
