@@ -44,8 +44,10 @@ struct Reply {
   // Set by the caller when it stops waiting: the target skips work it has
   // not started yet and sends no reply.
   std::atomic<bool> abandoned{false};
-  // Target's thread only (submit): the remote task while it runs.
+  // Target's thread only (submit): the remote task while it runs, and
+  // whether it has replied.
   AnyTask* remote_task = nullptr;
+  bool replied = false;
 };
 
 // Posts the reply to the caller's loop. A closed caller loop has nobody
@@ -114,20 +116,26 @@ struct CallRequest {
   F fn;
 };
 
-// The remote task of a submit: calls the factory and stores the
-// coroutine's value straight into the reply (so results need only be
-// movable). The factory lives in this frame for as long as its coroutine
-// runs (a lambda coroutine refers to its captures through the lambda).
-// `out` stays valid: the task's done-callback owns a reference to the reply
-// until the task is done.
+// The remote task of a submit: calls the factory, stores the coroutine's
+// value straight into the reply (so results need only be movable) and posts
+// the reply as soon as the coroutine is done, without waiting for the
+// task's done-callbacks (one loop iteration later). The factory lives in
+// this frame for as long as its coroutine runs (a lambda coroutine refers to
+// its captures through the lambda).
 template <class R, class F>
-Coro<void> run_into(Reply<R>* out, F factory) {
-  if constexpr (std::is_void_v<R>) {
-    co_await factory();
-    out->value.emplace();
-  } else {
-    out->value.emplace(co_await factory());
+Coro<void> run_into(std::shared_ptr<Reply<R>> reply, EventLoop* home, F factory) {
+  try {
+    if constexpr (std::is_void_v<R>) {
+      co_await factory();
+      reply->value.emplace();
+    } else {
+      reply->value.emplace(co_await factory());
+    }
+  } catch (...) {
+    reply->error = std::current_exception();
   }
+  reply->replied = true;
+  post_reply(*home, std::move(reply));
 }
 
 // The handle of a remote task, owned by its done-callback on the target's
@@ -144,9 +152,9 @@ struct RemoteTask {
   AnyTask task;
 };
 
-// The remote task's done-callback: copies its outcome into the reply and
-// posts it. Dropped without running (the target's loop closed with the task
-// pending), it replies "Event loop is closed".
+// The remote task's done-callback: lets go of the task's handle. If the
+// task ended without replying (cancelled before its first step, or dropped
+// with its loop), it replies: CancelledError, or "Event loop is closed".
 template <class R>
 struct RemoteDone {
   RemoteDone(std::unique_ptr<RemoteTask<R>> h, EventLoop* home_loop)
@@ -154,22 +162,16 @@ struct RemoteDone {
   RemoteDone(RemoteDone&&) noexcept = default;
   RemoteDone& operator=(RemoteDone&&) = delete;
   ~RemoteDone() {
-    if (!handle) return;
-    std::shared_ptr<Reply<R>> reply = handle->reply;
-    handle.reset();
-    reply->error = loop_closed_error();
-    post_reply(*home, std::move(reply));
+    if (handle) finish(loop_closed_error());
   }
-  void operator()(Future<void>& done) {
+  void operator()(Future<void>&) { finish(std::make_exception_ptr(CancelledError())); }
+
+  void finish(std::exception_ptr unreplied) {
     std::shared_ptr<Reply<R>> reply = handle->reply;
     handle.reset();
-    if (done.cancelled()) {
-      reply->value.reset();
-      reply->error = std::make_exception_ptr(CancelledError());
-    } else if (std::exception_ptr exc = done.exception()) {
-      reply->value.reset();
-      reply->error = std::move(exc);
-    }
+    if (reply->replied) return;
+    reply->value.reset();
+    reply->error = std::move(unreplied);
     post_reply(*home, std::move(reply));
   }
 
@@ -186,7 +188,12 @@ struct SubmitRequest {
     if (!r) return;
     Task<void> task;
     try {
-      task = create_task(*target, run_into<R>(r.get(), std::move(factory)));
+      // Eager: the coroutine's first step runs in this callback rather than
+      // one loop iteration later; one that does not suspend replies at once.
+      TaskOptions options;
+      options.eager_start = true;
+      task = create_task(*target, run_into<R>(r, &owed.home(), std::move(factory)),
+                         std::move(options));
     } catch (...) {
       r->error = std::current_exception();
       post_reply(owed.home(), std::move(r));
