@@ -433,6 +433,40 @@ TEST(ShardSignalTest, SigtermStopsEveryShardAndReturns) {
   EXPECT_EQ(cancelled.load(), 2);
 }
 
+TEST(ShardSignalTest, ASecondSigintStopsWaitingForTheMains) {
+  if (!default_disposition(SIGINT)) GTEST_SKIP() << "SIGINT is not at its default disposition";
+  ShardQueue<int> running;   // owned by shard 0
+  ShardQueue<int> survived;  // owned by shard 0: shard 1 swallowed the first SIGINT
+  std::atomic<int> cancelled_again{0};
+  EXPECT_THROW(run_sharded(2,
+                           [&](Shard& shard) -> Coro<void> {
+                             if (shard.index() == 0) {
+                               co_await running.get();
+                               ::kill(::getpid(), SIGINT);
+                             } else {
+                               running.put_nowait(1);
+                             }
+                             bool swallowed = false;
+                             try {
+                               co_await sleep(1h);
+                             } catch (const CancelledError&) {
+                               swallowed = true;  // and carries on, as a stubborn main would
+                             }
+                             EXPECT_TRUE(swallowed);
+                             if (shard.index() == 0) {
+                               co_await survived.get();
+                               ::kill(::getpid(), SIGINT);
+                             } else {
+                               survived.put_nowait(1);
+                             }
+                             // The second SIGINT leaves this to the shard's shutdown,
+                             // which cancels it.
+                             co_await wait_for_cancel(cancelled_again);
+                           }),
+               KeyboardInterrupt);
+  EXPECT_EQ(cancelled_again.load(), 2);
+}
+
 TEST(ShardSignalTest, AMainThatSwallowsTheInterruptReturnsNormally) {
   if (!default_disposition(SIGINT)) GTEST_SKIP() << "SIGINT is not at its default disposition";
   ShardQueue<int> running;
