@@ -397,19 +397,23 @@ bool default_disposition(int sig) {
   return ::sigaction(sig, nullptr, &now) == 0 && now.sa_handler == SIG_DFL;
 }
 
+// Shard 0 sends `sig` to this process once every other shard runs.
+Coro<void> signal_when_running(Shard& shard, ShardQueue<int>& running, int sig) {
+  if (shard.index() != 0) {
+    running.put_nowait(1);
+    co_return;
+  }
+  for (size_t i = 1; i < shard.count(); ++i) co_await running.get();
+  ::kill(::getpid(), sig);
+}
+
 TEST(ShardSignalTest, SigintCancelsEveryShardAndRaisesKeyboardInterrupt) {
   if (!default_disposition(SIGINT)) GTEST_SKIP() << "SIGINT is not at its default disposition";
   std::atomic<int> cancelled{0};
   ShardQueue<int> running;  // owned by shard 0
   EXPECT_THROW(run_sharded(3,
                            [&](Shard& shard) -> Coro<void> {
-                             if (shard.index() == 0) {
-                               co_await running.get();
-                               co_await running.get();
-                               ::kill(::getpid(), SIGINT);
-                             } else {
-                               running.put_nowait(1);
-                             }
+                             co_await signal_when_running(shard, running, SIGINT);
                              co_await wait_for_cancel(cancelled);
                            }),
                KeyboardInterrupt);
@@ -422,12 +426,7 @@ TEST(ShardSignalTest, SigtermStopsEveryShardAndReturns) {
   std::atomic<int> cancelled{0};
   ShardQueue<int> running;
   run_sharded(2, [&](Shard& shard) -> Coro<void> {
-    if (shard.index() == 0) {
-      co_await running.get();
-      ::kill(::getpid(), SIGTERM);
-    } else {
-      running.put_nowait(1);
-    }
+    co_await signal_when_running(shard, running, SIGTERM);
     co_await wait_for_cancel(cancelled);
   });
   EXPECT_EQ(cancelled.load(), 2);
@@ -440,12 +439,7 @@ TEST(ShardSignalTest, ASecondSigintStopsWaitingForTheMains) {
   std::atomic<int> cancelled_again{0};
   EXPECT_THROW(run_sharded(2,
                            [&](Shard& shard) -> Coro<void> {
-                             if (shard.index() == 0) {
-                               co_await running.get();
-                               ::kill(::getpid(), SIGINT);
-                             } else {
-                               running.put_nowait(1);
-                             }
+                             co_await signal_when_running(shard, running, SIGINT);
                              bool swallowed = false;
                              try {
                                co_await sleep(1h);
@@ -471,12 +465,7 @@ TEST(ShardSignalTest, AMainThatSwallowsTheInterruptReturnsNormally) {
   if (!default_disposition(SIGINT)) GTEST_SKIP() << "SIGINT is not at its default disposition";
   ShardQueue<int> running;
   std::vector<int> results = run_sharded(2, [&](Shard& shard) -> Coro<int> {
-    if (shard.index() == 0) {
-      co_await running.get();
-      ::kill(::getpid(), SIGINT);
-    } else {
-      running.put_nowait(1);
-    }
+    co_await signal_when_running(shard, running, SIGINT);
     try {
       co_await sleep(1h);
     } catch (const CancelledError&) {
