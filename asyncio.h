@@ -8,6 +8,7 @@
 #include "futures/futures.h"
 #include "loop/loop.h"
 #include "queues/queues.h"
+#include "shards/shards.h"
 #include "streams/streams.h"
 #include "subprocess/subprocess.h"
 #include "sync/sync.h"

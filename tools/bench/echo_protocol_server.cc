@@ -19,35 +19,16 @@
 #include "futures/futures.h"
 #include "loop/loop.h"
 #include "tls/tls.h"
+#include "tools/bench/echo_protocol.h"
 #include "transports/transports.h"
 
 namespace {
 
-class EchoProtocol final : public asyncio::Protocol {
- public:
-  void connection_made(std::shared_ptr<asyncio::BaseTransport> transport) override {
-    transport_ = std::static_pointer_cast<asyncio::Transport>(transport);
-  }
-  void connection_lost(std::exception_ptr exc) override {
-    (void)exc;
-    transport_.reset();
-  }
-  void data_received(std::string_view data) override { transport_->write(data); }
-
- private:
-  std::shared_ptr<asyncio::Transport> transport_;
-};
+using asyncio_bench::EchoProtocol;
 
 // One write per line; a partial line waits for the rest.
-class LinesProtocol final : public asyncio::Protocol {
+class LinesProtocol final : public asyncio_bench::ConnectedProtocol {
  public:
-  void connection_made(std::shared_ptr<asyncio::BaseTransport> transport) override {
-    transport_ = std::static_pointer_cast<asyncio::Transport>(transport);
-  }
-  void connection_lost(std::exception_ptr exc) override {
-    (void)exc;
-    transport_.reset();
-  }
   void data_received(std::string_view data) override {
     while (!data.empty()) {
       const size_t end = data.find('\n');
@@ -67,7 +48,6 @@ class LinesProtocol final : public asyncio::Protocol {
   }
 
  private:
-  std::shared_ptr<asyncio::Transport> transport_;
   std::string partial_;
 };
 
