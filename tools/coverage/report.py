@@ -28,6 +28,9 @@ PACKAGES = ["loop", "futures", "sync", "queues", "transports", "streams", "subpr
             "executors", "dns", "tls"]
 # Inside a package: what is not library code.
 NOT_LIBRARY = re.compile(r"(_test\.cc$|_test_util\.|/testing/|/fuzz/|/bench/|/corpus/)")
+# The same, for llvm-cov show: every other file it has a mapping for.
+IGNORED_IN_HTML = [r"^/", r"^(bazel-out|external|third_party|testing|tools|examples|"
+                   r"integration_tests)/", r"^[^/]*$", NOT_LIBRARY.pattern]
 
 
 def library_sources():
@@ -106,10 +109,14 @@ def main():
                                    *common], check=True, capture_output=True, text=True)
         files = json.loads(exported.stdout)["data"][0]["files"]
 
+        # `show` matches source arguments against absolute paths, which the
+        # workspace-relative mappings are not: it is told what to leave out.
+        ignored = [f"-ignore-filename-regex={r}" for r in IGNORED_IN_HTML]
         shutil.rmtree(args.out, ignore_errors=True)
         subprocess.run([cov_tool, "show", "-format=html", "-output-dir", args.out,
                         "-show-branches=count", "-show-line-counts-or-regions",
-                        "-project-title=asyncio for C++", *common], check=True)
+                        "-project-title=asyncio for C++", "-instr-profile", merged, *objects,
+                        *ignored], check=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
