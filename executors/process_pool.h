@@ -91,7 +91,8 @@ class ProcessPoolExecutor : public Executor {
   std::vector<R> map(R (*fn)(A), const Range& items,
                      std::optional<std::chrono::nanoseconds> timeout = std::nullopt) {
     return executors_internal::map_in_order<R>(
-        [this, fn](const auto& item) { return submit(fn, item); }, items, timeout);
+        // this->: see ThreadPoolExecutor::map.
+        [this, fn](const auto& item) { return this->submit(fn, item); }, items, timeout);
   }
 
   // A process pool cannot run closures: throws std::invalid_argument. Use

@@ -109,7 +109,9 @@ auto ThreadPoolExecutor::map(F fn, const Range& items,
   using R = std::invoke_result_t<F&, decltype(*std::begin(items))>;
   static_assert(!std::is_void_v<R>, "map needs a function that returns a value");
   return executors_internal::map_in_order<R>(
-      [this, &fn](const auto& item) { return submit(fn, item); }, items, timeout);
+      // this->: clang takes the unqualified call in a generic lambda for one
+      // that may not need `this` and reports the capture unused.
+      [this, &fn](const auto& item) { return this->submit(fn, item); }, items, timeout);
 }
 
 }  // namespace asyncio::concurrent

@@ -1027,6 +1027,7 @@ TEST(TransportTest, DatagramSendQueueHasFlowControl) {
     while (!protocol->resumed.done()) {
       received += (co_await wait_for(sock_recv(loop, receiver, 2000), 5s)).size();
     }
+    EXPECT_GE(received, datagram.size()) << "resumed only once the receiver read";
     EXPECT_EQ(protocol->resumes, 1);
     EXPECT_LE(transport->get_write_buffer_size(), 16u * 1024);
     EXPECT_EQ(transport->get_write_buffer_limits(),

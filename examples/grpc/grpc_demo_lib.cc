@@ -73,7 +73,10 @@ asyncio::Coro<void> client_main(DemoServer* server) {
   } catch (const asyncio::TimeoutError&) {
     timed_out = true;
   }
-  bool seen = co_await server_saw_cancellations(server, ++cancelled);
+  // Incremented in a statement of its own: clang's -Wunsequenced flags a
+  // side effect in the operand of co_await.
+  ++cancelled;
+  bool seen = co_await server_saw_cancellations(server, cancelled);
   std::cout << "wait_for(SayHello(delay 10 s), 0.1 s) -> "
             << (timed_out ? "TimeoutError" : "no timeout?")
             << "; handler cancelled: " << (seen ? "True" : "False") << "\n";
@@ -84,7 +87,8 @@ asyncio::Coro<void> client_main(DemoServer* server) {
   } catch (const asyncio::TimeoutError&) {
     timed_out = true;
   }
-  seen = co_await server_saw_cancellations(server, ++cancelled);
+  ++cancelled;
+  seen = co_await server_saw_cancellations(server, cancelled);
   std::cout << "SayHello(delay 10 s) with a 0.1 s deadline -> "
             << (timed_out ? "TimeoutError" : "no timeout?")
             << "; handler cancelled: " << (seen ? "True" : "False") << "\n";
@@ -97,7 +101,8 @@ asyncio::Coro<void> client_main(DemoServer* server) {
     co_await reader;
   } catch (const asyncio::CancelledError&) {
   }
-  seen = co_await server_saw_cancellations(server, ++cancelled);
+  ++cancelled;
+  seen = co_await server_saw_cancellations(server, cancelled);
   std::cout << "a task reading CountDown(100) cancelled after reading " << seen_values[0] << ", "
             << seen_values[1] << ", ...; handler cancelled: " << (seen ? "True" : "False") << "\n";
 }

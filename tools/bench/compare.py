@@ -2,7 +2,10 @@
 """Merges micro.cc's Google Benchmark JSON with micro.py's JSON (asyncio and
 uvloop) into one markdown table. Used by compare.sh.
 
-    compare.py --ours micro.json --uvloop uvloop.json --asyncio asyncio.json
+    compare.py --ours micro.json --uvloop uvloop.json --asyncio asyncio.json \
+        [--json rows.json]
+
+--json also writes the table's rows, unformatted, for tools/bench/charts.py.
 """
 
 import argparse
@@ -111,6 +114,7 @@ def main():
     parser.add_argument("--uvloop")
     parser.add_argument("--asyncio")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
+    parser.add_argument("--json", help="also write the rows here, as JSON")
     args = parser.parse_args()
 
     ours = load_ours(args.ours, args.clock)
@@ -119,9 +123,13 @@ def main():
 
     print("| workload | unit | ours | uvloop | asyncio | ours/uvloop |")
     print("|---|---|--:|--:|--:|--:|")
+    rows = []
     for key, description, unit in ROWS:
         py_key = PY_NAMES.get(key, key)
         o, u, a = ours.get(key), uvloop.get(py_key), aio.get(py_key)
+        rows.append({"key": key, "workload": description, "unit": unit,
+                     "lower_is_better": key.endswith("bytes_per_task"),
+                     "ours": o, "uvloop": u, "asyncio": a})
         fmt = fmt_bytes if key.endswith("bytes_per_task") else fmt_rate
         ratio = f"{o / u:.2f}x" if o is not None and u else "n/a"
         print(f"| {description} | {unit} | {fmt(o)} | {fmt(u)} | {fmt(a)} | {ratio} |")
@@ -136,6 +144,9 @@ def main():
     if extra:
         print()
         print("Memory: " + "; ".join(extra) + ".")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"clock": args.clock, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@
 #                     thread; cpu is steadier on a busy machine. Timers and
 #                     threadsafe round trips are always wall-clock.
 #   --no-pin          do not pin to one core
+#   --json FILE       also write the table's rows to FILE (JSON, for charts.py)
 #
 # Run from the source tree it builds micro itself; $BAZEL_STARTUP_OPTS is
 # passed to bazel (e.g. --output_base=...).
@@ -25,6 +26,7 @@ repetitions=3
 scale=1
 clock=wall
 pin=1
+json_out=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --repetitions) repetitions="$2"; shift 2 ;;
@@ -33,6 +35,8 @@ while [[ $# -gt 0 ]]; do
     --clock) clock="$2"; shift 2 ;;
     --clock=*) clock="${1#*=}"; shift ;;
     --no-pin) pin=0; shift ;;
+    --json) json_out="$2"; shift 2 ;;
+    --json=*) json_out="${1#*=}"; shift ;;
     -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -111,5 +115,5 @@ echo "Micro benchmarks: ${cpu:-unknown CPU}, $(nproc) cores, $pinned;" \
   "load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
 echo
 "$python" "$bench_dir/compare.py" --ours "$out/ours.json" --uvloop "$out/uvloop.json" \
-  --asyncio "$out/asyncio.json" --clock "$clock"
+  --asyncio "$out/asyncio.json" --clock "$clock" ${json_out:+--json "$json_out"}
 exit 0
