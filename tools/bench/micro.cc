@@ -9,8 +9,6 @@
 // asyncio and on uvloop: keep the work sizes of both in step. Loops are
 // created outside the timed region and reused across iterations. The queue
 // and event benchmarks are in micro_sync.cc.
-#include <time.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -22,6 +20,7 @@
 #include "benchmark/benchmark.h"
 #include "futures/futures.h"
 #include "loop/loop.h"
+#include "tools/bench/workloads.h"
 
 namespace asyncio::bench {
 namespace {
@@ -33,16 +32,6 @@ constexpr int64_t kTasks = 1'000'000;
 constexpr int64_t kAwaits = 10'000'000;
 constexpr int64_t kSwitches = 1'000'000;
 constexpr int64_t kFutures = 1'000'000;
-constexpr int64_t kTimers = 100'000;
-constexpr double kMaxTimerDelay = 0.010;  // seconds
-constexpr int64_t kRoundTrips = 200'000;
-constexpr int kIterations = 3;
-
-double thread_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
 
 // ---------------------------------------------------------------------------
 // call_soon
@@ -271,6 +260,27 @@ void call_later_100k(benchmark::State& state) {
 }
 BENCHMARK(call_later_100k)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// 1M timers armed for a second and cancelled before they fire, what every
+// wait_for whose awaitable finishes first does; 1000 per loop iteration, so
+// that the loop's lazy cleanup of cancelled timers is part of the cost.
+void timer_churn_1m(benchmark::State& state) {
+  auto loop = new_event_loop();
+  EventLoop* l = loop.get();
+  int64_t ran = 0;
+  for (auto _ : state) {
+    for (int64_t done = 0; done < kChurnTimers; done += kChurnBatch) {
+      for (int64_t i = 0; i < kChurnBatch; ++i) {
+        l->call_later(seconds(1), [&ran] { ++ran; }).cancel();
+      }
+      l->call_soon([l] { l->stop(); });
+      l->run_forever();
+    }
+  }
+  if (ran != 0) state.SkipWithError("a cancelled timer ran");
+  state.SetItemsProcessed(state.iterations() * kChurnTimers);
+}
+BENCHMARK(timer_churn_1m)->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 // ---------------------------------------------------------------------------
 // call_soon_threadsafe
 
@@ -278,24 +288,10 @@ BENCHMARK(call_later_100k)->Iterations(5)->UseRealTime()->Unit(benchmark::kMilli
 // until the callback, run by the loop, bumps the counter; then again.
 void call_soon_threadsafe_roundtrip(benchmark::State& state) {
   auto loop = new_event_loop();
-  for (auto _ : state) {
-    std::atomic<uint32_t> seq{0};
-    EventLoop* l = loop.get();
-    std::thread poster([l, &seq] {
-      for (uint32_t i = 0; i < kRoundTrips; ++i) {
-        l->call_soon_threadsafe([&seq] {
-          seq.fetch_add(1, std::memory_order_release);
-          seq.notify_one();
-        });
-        seq.wait(i, std::memory_order_acquire);
-      }
-      l->call_soon_threadsafe([l] { l->stop(); });
-    });
-    l->run_forever();
-    poster.join();
-    if (seq.load() != kRoundTrips) state.SkipWithError("lost round trips");
-  }
-  state.SetItemsProcessed(state.iterations() * kRoundTrips);
+  EventLoop* l = loop.get();
+  measure_round_trips(
+      state, [l](auto callback) { l->call_soon_threadsafe(std::move(callback)); },
+      [l] { l->call_soon_threadsafe([l] { l->stop(); }); }, [l] { l->run_forever(); });
 }
 BENCHMARK(call_soon_threadsafe_roundtrip)
     ->Iterations(kIterations)
