@@ -23,13 +23,25 @@ class FreeLists {
  public:
   static constexpr std::size_t kGranule = 16;
   static constexpr std::size_t kClasses = 64;  // blocks up to 1 KiB
-  static constexpr std::size_t kMaxCached = 4096;
+  // Each list keeps at most this many bytes (and at least kMinCached
+  // blocks): enough for a burst of 100k timer nodes to be reused by the
+  // next burst instead of going back to malloc, bounded so that a
+  // producer/consumer pair of threads cannot grow a list without limit.
+  static constexpr std::size_t kMaxCachedBytes = std::size_t{8} << 20;
+  static constexpr std::size_t kMinCached = 4096;
+  static constexpr std::size_t max_cached(std::size_t cls) {
+    const std::size_t by_bytes = kMaxCachedBytes / ((cls == 0 ? 1 : cls) * kGranule);
+    return by_bytes > kMinCached ? by_bytes : kMinCached;
+  }
 
   void* allocate(std::size_t size) {
     const std::size_t cls = (size + kGranule - 1) / kGranule;
     if (cls < kClasses) {
       if (Block* b = heads_[cls]) {
         heads_[cls] = b->next;
+        // Walking a list of cold blocks is a chain of dependent cache
+        // misses: start the next one now, while the caller fills this one.
+        __builtin_prefetch(b->next, 1);
         --counts_[cls];
         return b;
       }
@@ -40,7 +52,7 @@ class FreeLists {
 
   void deallocate(void* p, std::size_t size) noexcept {
     const std::size_t cls = (size + kGranule - 1) / kGranule;
-    if (cls < kClasses && counts_[cls] < kMaxCached && !retired_) {
+    if (cls < kClasses && counts_[cls] < max_cached(cls) && !retired_) {
       if (!reaper_armed_) arm_reaper();
       Block* b = static_cast<Block*>(p);
       b->next = heads_[cls];
