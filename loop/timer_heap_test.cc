@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -94,6 +95,23 @@ TEST(TimerHeapTest, RemoveIfKeepsTheOthersInOrder) {
     if (n->timer_seq % 3 == 0) expected.push_back(n);
   }
   EXPECT_EQ(popped, expected);
+}
+
+TEST(TimerHeapTest, BurstOrderAcrossSignsZerosAndInfinities) {
+  // The one-pass path sorts on the deadline's bits: negative deadlines,
+  // -0.0 against +0.0 (equal: scheduling order) and infinities must still
+  // come out as the doubles compare.
+  const double inf = std::numeric_limits<double>::infinity();
+  const double values[] = {-inf, -2.5, -1e-300, -0.0, 0.0, 1e-300, 3.0, 1e300, inf};
+  std::vector<FakeNode> nodes(2000);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    nodes[i] = {i, values[(i * 5) % (sizeof(values) / sizeof(values[0]))]};
+  }
+  Heap heap = heap_of(nodes);
+  std::vector<FakeNode*> popped;
+  heap.pop_due(inf, popped);  // all but the infinite ones
+  EXPECT_EQ(popped, expected_order(nodes, inf));
+  EXPECT_EQ(heap.size(), nodes.size() - popped.size());
 }
 
 }  // namespace
