@@ -95,21 +95,20 @@ if [[ $pin == 1 ]] && command -v taskset >/dev/null 2>&1 && taskset -c 0 true 2>
 fi
 
 # --- run ------------------------------------------------------------------------
-echo "== ours: micro ($pinned, $repetitions repetitions)" >&2
-"${pin_cmd[@]}" "$bench_dir/micro" \
-  --benchmark_repetitions="$repetitions" \
-  --benchmark_report_aggregates_only=true \
-  --benchmark_format=json --benchmark_out_format=json \
-  --benchmark_out="$out/ours.json" >/dev/null
-
-asio_args=()
-if [[ -n "$asio_micro" ]]; then
-  echo "== Boost.Asio: asio_micro ($pinned, $repetitions repetitions)" >&2
-  "${pin_cmd[@]}" "$asio_micro" \
+# run_google_benchmark LABEL BINARY JSON_OUT
+run_google_benchmark() {
+  echo "== $1 ($pinned, $repetitions repetitions)" >&2
+  "${pin_cmd[@]}" "$2" \
     --benchmark_repetitions="$repetitions" \
     --benchmark_report_aggregates_only=true \
     --benchmark_format=json --benchmark_out_format=json \
-    --benchmark_out="$out/asio.json" >/dev/null
+    --benchmark_out="$3" >/dev/null
+}
+
+run_google_benchmark "ours: micro" "$bench_dir/micro" "$out/ours.json"
+asio_args=()
+if [[ -n "$asio_micro" ]]; then
+  run_google_benchmark "Boost.Asio: asio_micro" "$asio_micro" "$out/asio.json"
   asio_args=(--asio "$out/asio.json")
 fi
 
