@@ -23,16 +23,7 @@ class FreeLists {
  public:
   static constexpr std::size_t kGranule = 16;
   static constexpr std::size_t kClasses = 64;  // blocks up to 1 KiB
-  // Each list keeps at most this many bytes (and at least kMinCached
-  // blocks): enough for a burst of 100k timer nodes to be reused by the
-  // next burst instead of going back to malloc, bounded so that a
-  // producer/consumer pair of threads cannot grow a list without limit.
-  static constexpr std::size_t kMaxCachedBytes = std::size_t{8} << 20;
-  static constexpr std::size_t kMinCached = 4096;
-  static constexpr std::size_t max_cached(std::size_t cls) {
-    const std::size_t by_bytes = kMaxCachedBytes / ((cls == 0 ? 1 : cls) * kGranule);
-    return by_bytes > kMinCached ? by_bytes : kMinCached;
-  }
+  static constexpr std::size_t kMaxCached = 4096;
 
   void* allocate(std::size_t size) {
     const std::size_t cls = (size + kGranule - 1) / kGranule;
@@ -52,7 +43,7 @@ class FreeLists {
 
   void deallocate(void* p, std::size_t size) noexcept {
     const std::size_t cls = (size + kGranule - 1) / kGranule;
-    if (cls < kClasses && counts_[cls] < max_cached(cls) && !retired_) {
+    if (cls < kClasses && counts_[cls] < kMaxCached && !retired_) {
       if (!reaper_armed_) arm_reaper();
       Block* b = static_cast<Block*>(p);
       b->next = heads_[cls];
