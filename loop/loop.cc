@@ -70,10 +70,6 @@ void on_signal(int sig) {
 
 std::once_flag g_sigpipe_once;
 
-// Heap order for timers: earliest first, ties in scheduling order.
-constexpr auto kTimerLater = [](const auto& a, const auto& b) {
-  return a.when > b.when || (a.when == b.when && a.seq > b.seq);
-};
 constexpr size_t kMinTimersForCleanup = 100;
 // epoll_pwait2 (Linux 5.11) answered ENOSYS: an older kernel, or a seccomp
 // sandbox (containers, gVisor). From then on the loop waits with epoll_wait,
@@ -406,46 +402,57 @@ TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb) {
   capture_context(cb);
   auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
   node->when = when;
+  node->timer_seq = timer_seq_++;
   node->in_heap = true;
-  timers_.push_back({when, timer_seq_++, node});
-  std::push_heap(timers_.begin(), timers_.end(), kTimerLater);
+  timers_.push({when, node});
   return TimerHandle(node);
 }
 
 void EventLoop::timer_cancelled() {
   ++cancelled_timers_;
   if (timers_.size() > kMinTimersForCleanup && cancelled_timers_ * 2 > timers_.size()) {
-    // Rebuild without the cancelled entries, as asyncio does.
-    auto keep = std::remove_if(timers_.begin(), timers_.end(), [](const TimerEntry& e) {
+    // Rebuild without the cancelled entries, as asyncio does. Due timers
+    // waiting to run in this batch are not in the heap but still counted.
+    timers_.remove_if([this](const TimerHeap::Entry& e) {
       if (!e.node->cancelled) return false;
       e.node->in_heap = false;
+      --cancelled_timers_;
       e.node->unref();
       return true;
     });
-    timers_.erase(keep, timers_.end());
-    std::make_heap(timers_.begin(), timers_.end(), kTimerLater);
-    cancelled_timers_ = 0;
   }
 }
 
 void EventLoop::pop_due_timers() {
   if (timers_.empty()) return;
-  const double end = time() + 1e-9;
-  while (!timers_.empty()) {
-    TimerEntry top = timers_.front();
-    // Not due: stop without touching the node (a cache miss); cancelled
-    // entries are dropped when they reach the head.
-    if (top.when >= end) break;
-    std::pop_heap(timers_.begin(), timers_.end(), kTimerLater);
-    timers_.pop_back();
-    top.node->in_heap = false;
-    if (top.node->cancelled) {
-      --cancelled_timers_;
-      top.node->unref();
+  // Only the heap is read here: the nodes are touched once, when they run.
+  timers_.pop_due(time() + 1e-9, due_timers_);
+}
+
+void EventLoop::run_due_timers() {
+  // From the array rather than the ready queue: a burst of due timers is
+  // mostly cold nodes, and the array tells which come next, so that their
+  // cache misses overlap instead of following each other down a list.
+  constexpr size_t kPrefetchDistance = 8;
+  const size_t due = due_timers_.size();
+  for (size_t i = 0; i < due; ++i) {
+    if (i + kPrefetchDistance < due) {
+      const char* ahead = reinterpret_cast<const char*>(due_timers_[i + kPrefetchDistance]);
+      __builtin_prefetch(ahead, 1);
+      __builtin_prefetch(ahead + sizeof(CallbackNode) - 1, 1);  // it may straddle two lines
+    }
+    CallbackNode* node = due_timers_[i];
+    node->in_heap = false;
+    // Cancelled ones, also by a callback earlier in this batch, are dropped
+    // here as asyncio drops them on reaching the head of the heap.
+    if (node->cancelled) --cancelled_timers_;
+    if (debug_) {
+      run_timed(node);
     } else {
-      enqueue(top.node);  // the heap's reference passes to the queue
+      CallbackNode::invoke_node(node, /*discard=*/false);  // releases the heap's reference
     }
   }
+  due_timers_.clear();
 }
 
 void EventLoop::run_callback_node(CallbackNode* node) {
@@ -503,11 +510,11 @@ void EventLoop::run_once() {
   // Scheduled while the loop was not running: before it may sleep.
   if (end_of_iteration_head_ != nullptr) run_end_of_iteration(/*discard=*/false);
   drain_remote_queue();
-  // Drop cancelled timers at the head so they do not shorten the wait.
-  while (!timers_.empty() && timers_.front().node->cancelled) {
+  // Drop cancelled timers at the head so they do not shorten the wait (when
+  // there are any: reading the node is a cache miss).
+  while (cancelled_timers_ > 0 && !timers_.empty() && timers_.front().node->cancelled) {
     CallbackNode* node = timers_.front().node;
-    std::pop_heap(timers_.begin(), timers_.end(), kTimerLater);
-    timers_.pop_back();
+    timers_.pop_front();
     node->in_heap = false;
     --cancelled_timers_;
     node->unref();
@@ -537,7 +544,8 @@ void EventLoop::run_once() {
   drain_remote_queue();
   pop_due_timers();
 
-  // Run the batch queued so far; what it schedules waits for the next one.
+  // Run the batch queued so far, then the due timers (asyncio appends them
+  // to the ready queue); what the batch schedules waits for the next one.
   Runnable* node = ready_head_;
   ready_head_ = ready_tail_ = nullptr;
   if (debug_) {
@@ -545,10 +553,13 @@ void EventLoop::run_once() {
   } else {
     while (node != nullptr) {
       Runnable* next = node->next_in_queue;
+      // Its miss overlaps this callback (a burst of timers is cold nodes).
+      __builtin_prefetch(next);
       node->invoke(node, /*discard=*/false);
       node = next;
     }
   }
+  if (!due_timers_.empty()) run_due_timers();
   if (end_of_iteration_head_ != nullptr) run_end_of_iteration(/*discard=*/false);
 }
 
@@ -572,29 +583,32 @@ void EventLoop::set_runnable_inspector(const RunnableInspector* inspector) {
 }
 
 void EventLoop::run_batch_timed(Runnable* node) {
-  const RunnableInspector* inspector = g_runnable_inspector.load(std::memory_order_acquire);
   while (node != nullptr) {
     Runnable* next = node->next_in_queue;
-    // Taken before the run: the node (a finished task) may be gone after it.
-    void* token = inspector != nullptr ? inspector->retain(node) : nullptr;
-    const double start = time();
-    node->invoke(node, /*discard=*/false);
-    const double took = time() - start;
-    if (took >= slow_callback_duration_) {
-      char msg[96];
-      std::snprintf(msg, sizeof(msg), "Executing %s took %.3f seconds",
-                    token != nullptr ? "a task step" : "a callback", took);
-      try {
-        call_exception_handler(
-            {msg, nullptr, token != nullptr ? inspector->describe(token) : "", ""});
-      } catch (...) {
-        if (token != nullptr) inspector->release(token);
-        throw;
-      }
-    }
-    if (token != nullptr) inspector->release(token);
+    run_timed(node);
     node = next;
   }
+}
+
+void EventLoop::run_timed(Runnable* node) {
+  const RunnableInspector* inspector = g_runnable_inspector.load(std::memory_order_acquire);
+  // Taken before the run: the node (a finished task) may be gone after it.
+  void* token = inspector != nullptr ? inspector->retain(node) : nullptr;
+  const double start = time();
+  node->invoke(node, /*discard=*/false);
+  const double took = time() - start;
+  if (took >= slow_callback_duration_) {
+    char msg[96];
+    std::snprintf(msg, sizeof(msg), "Executing %s took %.3f seconds",
+                  token != nullptr ? "a task step" : "a callback", took);
+    try {
+      call_exception_handler({msg, nullptr, token != nullptr ? inspector->describe(token) : "", ""});
+    } catch (...) {
+      if (token != nullptr) inspector->release(token);
+      throw;
+    }
+  }
+  if (token != nullptr) inspector->release(token);
 }
 
 void EventLoop::poll_io(int64_t timeout_ns) {
@@ -818,10 +832,10 @@ void EventLoop::discard_pending() {
       node->invoke(node, /*discard=*/true);
       node = next;
     }
-    std::vector<TimerEntry> timers;
-    timers.swap(timers_);
+    std::vector<TimerHeap::Entry> timers;
+    timers_.take_all(timers);
     cancelled_timers_ = 0;
-    for (TimerEntry& e : timers) {
+    for (TimerHeap::Entry& e : timers) {
       e.node->in_heap = false;
       e.node->unref();
     }

@@ -6,7 +6,7 @@
 //
 // The ready queue holds intrusive Runnable nodes: tasks embed theirs, and
 // call_soon takes its node from a per-thread free list, so scheduling
-// allocates nothing in steady state. Timers sit in a binary heap with lazy
+// allocates nothing in steady state. Timers sit in a 4-ary heap with lazy
 // cancellation. A file descriptor stays registered with epoll until its last
 // watcher is removed.
 #pragma once
@@ -32,6 +32,7 @@
 #include "contextvars/contextvars.h"
 #include "loop/internal/callback_node.h"
 #include "loop/internal/pool.h"
+#include "loop/internal/timer_heap.h"
 
 namespace asyncio {
 
@@ -353,11 +354,7 @@ class EventLoop {
   friend class TimerHandle;
   friend struct loop_internal::CallbackNode;
   struct FdWatch;
-  struct TimerEntry {
-    double when;
-    uint64_t seq;
-    loop_internal::CallbackNode* node;
-  };
+  using TimerHeap = loop_internal::TimerHeap<loop_internal::CallbackNode>;
 
   // cb, run in `context` (Python's Handle: context.run(callback)).
   static absl::AnyInvocable<void()> in_context(absl::AnyInvocable<void()> cb,
@@ -374,6 +371,7 @@ class EventLoop {
   void run_once();
   void run_end_of_iteration(bool discard);
   void run_batch_timed(Runnable* batch);  // debug mode: reports slow callbacks
+  void run_timed(Runnable* node);
   void check_open() const;
   void enqueue(Runnable* node) {
     node->next_in_queue = nullptr;
@@ -386,7 +384,8 @@ class EventLoop {
   }
   void drain_remote_queue();
   void poll_io(int64_t timeout_ns);  // -1: no timeout
-  void pop_due_timers();
+  void pop_due_timers();             // into due_timers_
+  void run_due_timers();
   void timer_cancelled();
   void discard_pending();
   void wait_for_posters();  // until no thread is inside call_soon_threadsafe
@@ -411,9 +410,12 @@ class EventLoop {
   std::atomic<loop_internal::CallbackNode*> remote_head_{nullptr};
   std::atomic<int> remote_posters_{0};  // threads inside call_soon_threadsafe
 
-  std::vector<TimerEntry> timers_;  // min-heap on (when, seq)
+  TimerHeap timers_;
   uint64_t timer_seq_ = 0;
   size_t cancelled_timers_ = 0;
+  // Popped by pop_due_timers, earliest first, to run after the ready batch.
+  // Still counted in cancelled_timers_ (in_heap) until they run.
+  std::vector<loop_internal::CallbackNode*> due_timers_;
 
   int epoll_fd_ = -1;
   int wake_fd_ = -1;  // eventfd for call_soon_threadsafe

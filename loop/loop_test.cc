@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -21,6 +22,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -250,6 +252,70 @@ TEST(EventLoopTest, TimerCancelledFromAnotherCallbackOfTheSameBatch) {
   loop->call_later(15ms, [&] { loop->stop(); });
   loop->run_forever();
   EXPECT_FALSE(second_ran);
+}
+
+TEST(EventLoopTest, ABurstOfDueTimersFiresInTimeOrderAndTiesInScheduleOrder) {
+  // Thousands due at once, deadlines from a few values: the loop takes a
+  // burst off its heap in one pass, which must keep the same order.
+  auto loop = new_event_loop();
+  constexpr int kTimers = 5000;
+  const double t0 = loop->time() - 1;  // all in the past: due together
+  std::vector<std::pair<double, int>> expected;
+  std::vector<std::pair<double, int>> fired;
+  for (int i = 0; i < kTimers; ++i) {
+    const double when = t0 + static_cast<double>((i * 7919) % 13) * 1e-3;
+    expected.emplace_back(when, i);
+    loop->call_at(when, [&fired, when, i] { fired.emplace_back(when, i); });
+  }
+  loop->call_later(1ms, [&] { loop->stop(); });
+  loop->run_forever();
+  std::stable_sort(expected.begin(), expected.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  EXPECT_EQ(fired, expected);
+}
+
+TEST(EventLoopTest, TimersCancelledByADueTimerWhileTheHeapIsCompacted) {
+  // The first due timer cancels the other due ones (popped, not yet run) and
+  // most of the pending ones, which compacts the heap mid-batch.
+  auto loop = new_event_loop();
+  const double now = loop->time();
+  std::vector<TimerHandle> due;
+  std::vector<TimerHandle> pending;
+  int due_ran = 0;
+  std::vector<int> pending_ran;
+  loop->call_at(now - 1, [&] {
+    for (TimerHandle& h : due) h.cancel();
+    for (size_t i = 0; i < pending.size(); ++i) {
+      if (i % 4 != 0) pending[i].cancel();
+    }
+  });
+  for (int i = 0; i < 150; ++i) due.push_back(loop->call_at(now - 1, [&] { ++due_ran; }));
+  for (int i = 0; i < 400; ++i) {
+    pending.push_back(loop->call_at(now + 0.001 + i * 1e-5, [&, i] { pending_ran.push_back(i); }));
+  }
+  loop->call_at(now + 0.01, [&] { loop->stop(); });
+  loop->run_forever();
+  EXPECT_EQ(due_ran, 0);
+  std::vector<int> expected;
+  for (int i = 0; i < 400; i += 4) expected.push_back(i);
+  EXPECT_EQ(pending_ran, expected);
+  // The bookkeeping of cancelled timers survived: cancelling most of a new
+  // set compacts again and the rest still fire, in order.
+  std::vector<TimerHandle> more;
+  std::vector<int> more_ran;
+  const double later = loop->time();
+  for (int i = 0; i < 300; ++i) {
+    more.push_back(loop->call_at(later + i * 1e-5, [&, i] { more_ran.push_back(i); }));
+  }
+  for (int i = 0; i < 300; ++i) {
+    if (i % 3 != 0) more[i].cancel();
+    EXPECT_EQ(more[i].cancelled(), i % 3 != 0);
+  }
+  loop->call_at(later + 0.01, [&] { loop->stop(); });
+  loop->run_forever();
+  std::vector<int> expected_more;
+  for (int i = 0; i < 300; i += 3) expected_more.push_back(i);
+  EXPECT_EQ(more_ran, expected_more);
 }
 
 // Makes epoll_pwait2 fail with ENOSYS in this process from now on, as older

@@ -60,6 +60,7 @@ struct CallbackNode : Runnable, Pooled {
   absl::AnyInvocable<void()> callback;
   EventLoop* loop;
   double when = 0;
+  uint64_t timer_seq = 0;         // call_at order: breaks ties between equal `when`
   std::atomic<uint32_t> refs{2};  // the queue's and the Handle's
   const bool shared;              // refs touched from several threads
   bool cancelled = false;

@@ -3,9 +3,12 @@
 uvloop) into one markdown table. Used by compare.sh.
 
     compare.py --ours micro.json --uvloop uvloop.json --asyncio asyncio.json \
-        [--json rows.json]
+        [--json rows.json] [--asio asio_micro.json]
 
 --json also writes the table's rows, unformatted, for tools/bench/charts.py.
+With --asio (Google Benchmark JSON of asio_micro.cc: the timer and
+round-trip workloads on Boost.Asio), the table gains an Asio column and
+ours/Asio ratios on the rows it has.
 """
 
 import argparse
@@ -29,6 +32,7 @@ ROWS = [
     ("queue_put_get/maxsize:1", "Queue put/get, producer + consumer task, maxsize=1", "items/s"),
     ("call_later_100k", "100k call_later, random delays <= 10 ms (wall clock)", "timers/s"),
     ("call_later_100k:timers_per_cpu_second", "100k call_later, per CPU second", "timers/s"),
+    ("timer_churn_1m", "1M call_later + cancel before firing (wait_for's timer)", "timers/s"),
     ("call_soon_threadsafe_roundtrip", "call_soon_threadsafe round trips from a thread",
      "round trips/s"),
     ("memory_per_suspended_task:bytes_per_task", "memory per task suspended on an Event",
@@ -43,7 +47,7 @@ PY_NAMES = {
 
 
 # Rated by the wall clock whatever --clock says: waiting is part of them.
-WALL_CLOCK_ONLY = ("call_later_100k", "call_soon_threadsafe_roundtrip")
+WALL_CLOCK_ONLY = ("call_later_100k", "timer_churn_1m", "call_soon_threadsafe_roundtrip")
 
 
 def base_name(run_name):
@@ -108,11 +112,16 @@ def fmt_bytes(v):
     return "n/a" if v is None else f"{v:.0f} B"
 
 
+def ratio_of(ours, other):
+    return f"{ours / other:.2f}x" if ours is not None and other else "n/a"
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--ours", required=True)
     parser.add_argument("--uvloop")
     parser.add_argument("--asyncio")
+    parser.add_argument("--asio")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     parser.add_argument("--json", help="also write the rows here, as JSON")
     args = parser.parse_args()
@@ -120,9 +129,15 @@ def main():
     ours = load_ours(args.ours, args.clock)
     uvloop = load_py(args.uvloop)
     aio = load_py(args.asyncio)
+    asio = load_ours(args.asio, args.clock) if args.asio else None
 
-    print("| workload | unit | ours | uvloop | asyncio | ours/uvloop |")
-    print("|---|---|--:|--:|--:|--:|")
+    header = "| workload | unit | ours | uvloop | asyncio | ours/uvloop |"
+    rule = "|---|---|--:|--:|--:|--:|"
+    if asio is not None:
+        header += " Boost.Asio | ours/Asio |"
+        rule += "--:|--:|"
+    print(header)
+    print(rule)
     rows = []
     for key, description, unit in ROWS:
         py_key = PY_NAMES.get(key, key)
@@ -131,8 +146,11 @@ def main():
                      "lower_is_better": key.endswith("bytes_per_task"),
                      "ours": o, "uvloop": u, "asyncio": a})
         fmt = fmt_bytes if key.endswith("bytes_per_task") else fmt_rate
-        ratio = f"{o / u:.2f}x" if o is not None and u else "n/a"
-        print(f"| {description} | {unit} | {fmt(o)} | {fmt(u)} | {fmt(a)} | {ratio} |")
+        line = f"| {description} | {unit} | {fmt(o)} | {fmt(u)} | {fmt(a)} | {ratio_of(o, u)} |"
+        if asio is not None:
+            b = asio.get(key)
+            line += f" {fmt(b) if b is not None else ''} | {ratio_of(o, b) if b else ''} |"
+        print(line)
 
     extra = []
     allocs = ours.get("memory_per_suspended_task:allocs_per_task")

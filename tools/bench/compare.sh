@@ -12,6 +12,9 @@
 #                     threadsafe round trips are always wall-clock.
 #   --no-pin          do not pin to one core
 #   --json FILE       also write the table's rows to FILE (JSON, for charts.py)
+#   --asio            also run //tools/bench:asio_micro (the timer and round-trip
+#                     workloads on Boost.Asio; needs libboost1.81-dev, see
+#                     ./dev deps --bench) and add its column
 #
 # Run from the source tree it builds micro itself; $BAZEL_STARTUP_OPTS is
 # passed to bazel (e.g. --output_base=...).
@@ -27,6 +30,7 @@ scale=1
 clock=wall
 pin=1
 json_out=""
+asio=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --repetitions) repetitions="$2"; shift 2 ;;
@@ -37,6 +41,7 @@ while [[ $# -gt 0 ]]; do
     --no-pin) pin=0; shift ;;
     --json) json_out="$2"; shift 2 ;;
     --json=*) json_out="${1#*=}"; shift ;;
+    --asio) asio=1; shift ;;
     -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "compare.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -72,6 +77,17 @@ if ! find_files; then
   cp "$bin_dir/tools/bench/micro" "$src_dir/micro.py" "$src_dir/compare.py" "$bench_dir/"
 fi
 
+# asio_micro is a manual target (it needs Boost), so not in micro's runfiles:
+# build it in the workspace (under `bazel run`, the one it was run from).
+asio_micro=""
+if [[ $asio == 1 ]]; then
+  workspace="${BUILD_WORKSPACE_DIRECTORY:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
+  read -r -a startup <<<"${BAZEL_STARTUP_OPTS:-}"
+  echo "compare.sh: building //tools/bench:asio_micro in $workspace" >&2
+  (cd "$workspace" && bazel "${startup[@]}" build --config=opt //tools/bench:asio_micro >&2)
+  asio_micro="$(cd "$workspace" && bazel "${startup[@]}" info --config=opt bazel-bin 2>/dev/null)/tools/bench/asio_micro"
+fi
+
 python="${PYTHON:-/usr/bin/python3}"
 [[ -x "$python" ]] || python="$(command -v python3)"
 
@@ -83,12 +99,22 @@ if [[ $pin == 1 ]] && command -v taskset >/dev/null 2>&1 && taskset -c 0 true 2>
 fi
 
 # --- run ------------------------------------------------------------------------
-echo "== ours: micro ($pinned, $repetitions repetitions)" >&2
-"${pin_cmd[@]}" "$bench_dir/micro" \
-  --benchmark_repetitions="$repetitions" \
-  --benchmark_report_aggregates_only=true \
-  --benchmark_format=json --benchmark_out_format=json \
-  --benchmark_out="$out/ours.json" >/dev/null
+# run_google_benchmark LABEL BINARY JSON_OUT
+run_google_benchmark() {
+  echo "== $1 ($pinned, $repetitions repetitions)" >&2
+  "${pin_cmd[@]}" "$2" \
+    --benchmark_repetitions="$repetitions" \
+    --benchmark_report_aggregates_only=true \
+    --benchmark_format=json --benchmark_out_format=json \
+    --benchmark_out="$3" >/dev/null
+}
+
+run_google_benchmark "ours: micro" "$bench_dir/micro" "$out/ours.json"
+asio_args=()
+if [[ -n "$asio_micro" ]]; then
+  run_google_benchmark "Boost.Asio: asio_micro" "$asio_micro" "$out/asio.json"
+  asio_args=(--asio "$out/asio.json")
+fi
 
 have_uvloop=1
 "$python" -c "import uvloop" 2>/dev/null || have_uvloop=0
@@ -115,5 +141,5 @@ echo "Micro benchmarks: ${cpu:-unknown CPU}, $(nproc) cores, $pinned;" \
   "load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
 echo
 "$python" "$bench_dir/compare.py" --ours "$out/ours.json" --uvloop "$out/uvloop.json" \
-  --asyncio "$out/asyncio.json" --clock "$clock" ${json_out:+--json "$json_out"}
+  --asyncio "$out/asyncio.json" --clock "$clock" ${json_out:+--json "$json_out"} "${asio_args[@]}"
 exit 0

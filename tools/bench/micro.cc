@@ -9,8 +9,6 @@
 // asyncio and on uvloop: keep the work sizes of both in step. Loops are
 // created outside the timed region and reused across iterations. The queue
 // and event benchmarks are in micro_sync.cc.
-#include <time.h>
-
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -22,27 +20,35 @@
 #include "benchmark/benchmark.h"
 #include "futures/futures.h"
 #include "loop/loop.h"
+#include "tools/bench/alloc_counter.h"
+#include "tools/bench/workloads.h"
 
 namespace asyncio::bench {
 namespace {
 
 using std::chrono::seconds;
 
+// The allocations (operator new calls on the loop's thread) per item of the
+// last iteration, once pools and vectors are warm: 0 on the hot paths.
+class SteadyStateAllocations {
+ public:
+  void start_iteration() { calls_at_start_ = thread_new_calls(); }
+  void end_iteration() { last_iteration_calls_ = thread_new_calls() - calls_at_start_; }
+  void report(benchmark::State& state, int64_t items_per_iteration) const {
+    state.counters["allocs_per_item"] =
+        static_cast<double>(last_iteration_calls_) / static_cast<double>(items_per_iteration);
+  }
+
+ private:
+  int64_t calls_at_start_ = 0;
+  int64_t last_iteration_calls_ = 0;
+};
+
 constexpr int64_t kCallbacks = 1'000'000;
 constexpr int64_t kTasks = 1'000'000;
 constexpr int64_t kAwaits = 10'000'000;
 constexpr int64_t kSwitches = 1'000'000;
 constexpr int64_t kFutures = 1'000'000;
-constexpr int64_t kTimers = 100'000;
-constexpr double kMaxTimerDelay = 0.010;  // seconds
-constexpr int64_t kRoundTrips = 200'000;
-constexpr int kIterations = 3;
-
-double thread_cpu_seconds() {
-  timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
-}
 
 // ---------------------------------------------------------------------------
 // call_soon
@@ -61,12 +67,16 @@ void call_soon_chained(benchmark::State& state) {
       }
     }
   };
+  SteadyStateAllocations allocations;
   for (auto _ : state) {
+    allocations.start_iteration();
     int64_t remaining = kCallbacks;
     loop->call_soon(Step{loop.get(), &remaining});
     loop->run_forever();
+    allocations.end_iteration();
   }
   state.SetItemsProcessed(state.iterations() * kCallbacks);
+  allocations.report(state, kCallbacks);
 }
 BENCHMARK(call_soon_chained)->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -75,15 +85,19 @@ void call_soon_batched(benchmark::State& state) {
   const int64_t batch = state.range(0);
   auto loop = new_event_loop();
   int64_t ran = 0;
+  SteadyStateAllocations allocations;
   for (auto _ : state) {
+    allocations.start_iteration();
     for (int64_t done = 0; done < kCallbacks; done += batch) {
       for (int64_t i = 0; i < batch; ++i) loop->call_soon([&ran] { ++ran; });
       loop->call_soon([&loop] { loop->stop(); });
       loop->run_forever();
     }
+    allocations.end_iteration();
   }
   if (ran != state.iterations() * kCallbacks) state.SkipWithError("lost callbacks");
   state.SetItemsProcessed(state.iterations() * kCallbacks);
+  allocations.report(state, kCallbacks);
 }
 BENCHMARK(call_soon_batched)
     ->Arg(1000)
@@ -106,10 +120,14 @@ Coro<int64_t> create_and_await_tasks(int64_t n) {
 // create_task + co_await of a coroutine that returns at once, in one task.
 void create_task_await(benchmark::State& state) {
   auto loop = new_event_loop();
+  SteadyStateAllocations allocations;
   for (auto _ : state) {
+    allocations.start_iteration();
     benchmark::DoNotOptimize(run_until_complete(*loop, create_and_await_tasks(kTasks)));
+    allocations.end_iteration();
   }
   state.SetItemsProcessed(state.iterations() * kTasks);
+  allocations.report(state, kTasks);
 }
 BENCHMARK(create_task_await)->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -208,12 +226,16 @@ Coro<int64_t> two_yielding_tasks(int64_t n) {
 // Two tasks taking turns with sleep(0); every resume counts.
 void sleep0_switch(benchmark::State& state) {
   auto loop = new_event_loop();
+  SteadyStateAllocations allocations;
   for (auto _ : state) {
+    allocations.start_iteration();
     if (run_until_complete(*loop, two_yielding_tasks(kSwitches)) != kSwitches) {
       state.SkipWithError("lost switches");
     }
+    allocations.end_iteration();
   }
   state.SetItemsProcessed(state.iterations() * kSwitches);
+  allocations.report(state, kSwitches);
 }
 BENCHMARK(sleep0_switch)->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
 
@@ -231,10 +253,14 @@ Coro<int64_t> await_futures(EventLoop& loop, int64_t n) {
 //   fut = loop.create_future(); loop.call_soon(fut.set_result, i); await fut
 void future_set_result_await(benchmark::State& state) {
   auto loop = new_event_loop();
+  SteadyStateAllocations allocations;
   for (auto _ : state) {
+    allocations.start_iteration();
     benchmark::DoNotOptimize(run_until_complete(*loop, await_futures(*loop, kFutures)));
+    allocations.end_iteration();
   }
   state.SetItemsProcessed(state.iterations() * kFutures);
+  allocations.report(state, kFutures);
 }
 BENCHMARK(future_set_result_await)
     ->Iterations(kIterations)
@@ -254,7 +280,9 @@ void call_later_100k(benchmark::State& state) {
   for (double& d : delays) d = dist(rng);
   auto loop = new_event_loop();
   double cpu = 0;
+  SteadyStateAllocations allocations;
   for (auto _ : state) {
+    allocations.start_iteration();
     const double cpu_start = thread_cpu_seconds();
     int64_t fired = 0;
     EventLoop* l = loop.get();
@@ -265,11 +293,38 @@ void call_later_100k(benchmark::State& state) {
     }
     l->run_forever();
     cpu += thread_cpu_seconds() - cpu_start;
+    allocations.end_iteration();
   }
   state.SetItemsProcessed(state.iterations() * kTimers);
   state.counters["timers_per_cpu_second"] = static_cast<double>(state.iterations() * kTimers) / cpu;
+  allocations.report(state, kTimers);
 }
 BENCHMARK(call_later_100k)->Iterations(5)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+// 1M timers armed for a second and cancelled before they fire, what every
+// wait_for whose awaitable finishes first does; 1000 per loop iteration, so
+// that the loop's lazy cleanup of cancelled timers is part of the cost.
+void timer_churn_1m(benchmark::State& state) {
+  auto loop = new_event_loop();
+  EventLoop* l = loop.get();
+  int64_t ran = 0;
+  SteadyStateAllocations allocations;
+  for (auto _ : state) {
+    allocations.start_iteration();
+    for (int64_t done = 0; done < kChurnTimers; done += kChurnBatch) {
+      for (int64_t i = 0; i < kChurnBatch; ++i) {
+        l->call_later(seconds(1), [&ran] { ++ran; }).cancel();
+      }
+      l->call_soon([l] { l->stop(); });
+      l->run_forever();
+    }
+    allocations.end_iteration();
+  }
+  if (ran != 0) state.SkipWithError("a cancelled timer ran");
+  state.SetItemsProcessed(state.iterations() * kChurnTimers);
+  allocations.report(state, kChurnTimers);
+}
+BENCHMARK(timer_churn_1m)->Iterations(kIterations)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // ---------------------------------------------------------------------------
 // call_soon_threadsafe
@@ -278,24 +333,10 @@ BENCHMARK(call_later_100k)->Iterations(5)->UseRealTime()->Unit(benchmark::kMilli
 // until the callback, run by the loop, bumps the counter; then again.
 void call_soon_threadsafe_roundtrip(benchmark::State& state) {
   auto loop = new_event_loop();
-  for (auto _ : state) {
-    std::atomic<uint32_t> seq{0};
-    EventLoop* l = loop.get();
-    std::thread poster([l, &seq] {
-      for (uint32_t i = 0; i < kRoundTrips; ++i) {
-        l->call_soon_threadsafe([&seq] {
-          seq.fetch_add(1, std::memory_order_release);
-          seq.notify_one();
-        });
-        seq.wait(i, std::memory_order_acquire);
-      }
-      l->call_soon_threadsafe([l] { l->stop(); });
-    });
-    l->run_forever();
-    poster.join();
-    if (seq.load() != kRoundTrips) state.SkipWithError("lost round trips");
-  }
-  state.SetItemsProcessed(state.iterations() * kRoundTrips);
+  EventLoop* l = loop.get();
+  measure_round_trips(
+      state, [l](auto callback) { l->call_soon_threadsafe(std::move(callback)); },
+      [l] { l->call_soon_threadsafe([l] { l->stop(); }); }, [l] { l->run_forever(); });
 }
 BENCHMARK(call_soon_threadsafe_roundtrip)
     ->Iterations(kIterations)

@@ -1,0 +1,118 @@
+#include "loop/internal/timer_heap.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace asyncio::loop_internal {
+namespace {
+
+struct FakeNode {
+  uint64_t timer_seq = 0;
+  double when = 0;
+};
+
+using Heap = TimerHeap<FakeNode>;
+
+// `count` nodes with deadlines drawn from `distinct` values, so that many tie.
+std::vector<FakeNode> make_nodes(size_t count, int distinct, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> pick(0, distinct - 1);
+  std::vector<FakeNode> nodes(count);
+  for (size_t i = 0; i < count; ++i) nodes[i] = {i, static_cast<double>(pick(rng))};
+  return nodes;
+}
+
+// The order the loop must fire them in: by deadline, ties by scheduling.
+std::vector<FakeNode*> expected_order(std::vector<FakeNode>& nodes, double end) {
+  std::vector<FakeNode*> due;
+  for (FakeNode& n : nodes) {
+    if (n.when < end) due.push_back(&n);
+  }
+  std::stable_sort(due.begin(), due.end(),
+                   [](const FakeNode* a, const FakeNode* b) { return a->when < b->when; });
+  return due;
+}
+
+Heap heap_of(std::vector<FakeNode>& nodes) {
+  Heap heap;
+  for (FakeNode& n : nodes) heap.push({n.when, &n});
+  return heap;
+}
+
+TEST(TimerHeapTest, PopsOneAtATimeInDeadlineThenSchedulingOrder) {
+  auto nodes = make_nodes(1000, 50, 1);
+  Heap heap = heap_of(nodes);
+  std::vector<FakeNode*> popped;
+  while (!heap.empty()) {
+    popped.push_back(heap.front().node);
+    heap.pop_front();
+  }
+  EXPECT_EQ(popped, expected_order(nodes, 50));
+}
+
+TEST(TimerHeapTest, PopDueOfABurstKeepsTheOrderAndLeavesAValidHeap) {
+  // Most entries due: pop_due switches to its one-pass path.
+  auto nodes = make_nodes(5000, 100, 2);
+  Heap heap = heap_of(nodes);
+  std::vector<FakeNode*> due;
+  heap.pop_due(90, due);
+  EXPECT_EQ(due, expected_order(nodes, 90));
+  // What is left still pops in order.
+  std::vector<FakeNode*> rest;
+  heap.pop_due(1000, rest);
+  std::vector<FakeNode*> expected_rest;
+  for (FakeNode* n : expected_order(nodes, 1000)) {
+    if (n->when >= 90) expected_rest.push_back(n);
+  }
+  EXPECT_EQ(rest, expected_rest);
+  EXPECT_TRUE(heap.empty());
+}
+
+TEST(TimerHeapTest, PopDueOfAFewTakesOnlyThoseDue) {
+  auto nodes = make_nodes(5000, 1000, 3);
+  Heap heap = heap_of(nodes);
+  std::vector<FakeNode*> due;
+  heap.pop_due(3, due);  // a handful: popped one at a time
+  EXPECT_EQ(due, expected_order(nodes, 3));
+  EXPECT_EQ(heap.size(), nodes.size() - due.size());
+  EXPECT_GE(heap.front().when, 3);
+}
+
+TEST(TimerHeapTest, RemoveIfKeepsTheOthersInOrder) {
+  auto nodes = make_nodes(3000, 200, 4);
+  Heap heap = heap_of(nodes);
+  heap.remove_if([](const Heap::Entry& e) { return e.node->timer_seq % 3 != 0; });
+  EXPECT_EQ(heap.size(), 1000u);
+  std::vector<FakeNode*> popped;
+  heap.pop_due(200, popped);
+  std::vector<FakeNode*> expected;
+  for (FakeNode* n : expected_order(nodes, 200)) {
+    if (n->timer_seq % 3 == 0) expected.push_back(n);
+  }
+  EXPECT_EQ(popped, expected);
+}
+
+TEST(TimerHeapTest, BurstOrderAcrossSignsZerosAndInfinities) {
+  // The one-pass path sorts on the deadline's bits: negative deadlines,
+  // -0.0 against +0.0 (equal: scheduling order) and infinities must still
+  // come out as the doubles compare.
+  const double inf = std::numeric_limits<double>::infinity();
+  const double values[] = {-inf, -2.5, -1e-300, -0.0, 0.0, 1e-300, 3.0, 1e300, inf};
+  std::vector<FakeNode> nodes(2000);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    nodes[i] = {i, values[(i * 5) % (sizeof(values) / sizeof(values[0]))]};
+  }
+  Heap heap = heap_of(nodes);
+  std::vector<FakeNode*> popped;
+  heap.pop_due(inf, popped);  // all but the infinite ones
+  EXPECT_EQ(popped, expected_order(nodes, inf));
+  EXPECT_EQ(heap.size(), nodes.size() - popped.size());
+}
+
+}  // namespace
+}  // namespace asyncio::loop_internal
