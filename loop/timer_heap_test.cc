@@ -33,8 +33,11 @@ std::vector<FakeNode*> expected_order(std::vector<FakeNode>& nodes, double end) 
   for (FakeNode& n : nodes) {
     if (n.when < end) due.push_back(&n);
   }
-  std::stable_sort(due.begin(), due.end(),
-                   [](const FakeNode* a, const FakeNode* b) { return a->when < b->when; });
+  // Ties by timer_seq, the scheduling order. Not std::stable_sort: with
+  // libstdc++ 12 it fails Clang's -Werror (deprecated get_temporary_buffer).
+  std::sort(due.begin(), due.end(), [](const FakeNode* a, const FakeNode* b) {
+    return a->when < b->when || (a->when == b->when && a->timer_seq < b->timer_seq);
+  });
   return due;
 }
 
