@@ -22,6 +22,22 @@ bool is_empty(const ContextData* data) noexcept {
   return data == nullptr || !data->map || data->map->entries.empty();
 }
 
+// A new context holding `data`'s values (none for null): copy_context(),
+// Context.copy() and the copies tasks and callbacks take. O(1): the map is
+// shared.
+ContextRef copy_of(const ContextData* data) {
+  auto* copy = new ContextData;
+  if (data != nullptr) copy->map = data->map;
+  return ContextRef(copy);
+}
+
+// Where `var` is, or would go, in `entries` (sorted by address).
+template <class Entries>
+auto position(Entries& entries, const VarBase* var) {
+  return std::lower_bound(entries.begin(), entries.end(), var,
+                          [](const auto& entry, const VarBase* v) { return entry.first < v; });
+}
+
 // The current context's data, made when the slot holds the empty context.
 ContextData& materialize() {
   Slot& slot = current();
@@ -33,8 +49,7 @@ ContextData& materialize() {
 }  // namespace
 
 const std::shared_ptr<const void>* Map::find(const VarBase* var) const {
-  auto it = std::lower_bound(entries.begin(), entries.end(), var,
-                             [](const auto& entry, const VarBase* v) { return entry.first < v; });
+  auto it = position(entries, var);
   if (it == entries.end() || it->first != var) return nullptr;
   return &it->second;
 }
@@ -42,8 +57,6 @@ const std::shared_ptr<const void>* Map::find(const VarBase* var) const {
 void ContextRef::release() noexcept {
   if (data_ != nullptr && data_->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete data_;
 }
-
-Slot& current_slot() noexcept { return current(); }
 
 SlotScope::SlotScope(Slot& slot) noexcept : previous_(t_current) { t_current = &slot; }
 SlotScope::~SlotScope() { t_current = previous_; }
@@ -53,9 +66,7 @@ bool current_is_empty() noexcept { return is_empty(current_data_or_null()); }
 ContextRef capture_current() {
   const ContextData* data = current_data_or_null();
   if (is_empty(data)) return {};
-  auto* copy = new ContextData;
-  copy->map = data->map;
-  return ContextRef(copy);
+  return copy_of(data);
 }
 
 ContextData* current_data() noexcept { return const_cast<ContextData*>(current_data_or_null()); }
@@ -75,8 +86,7 @@ std::shared_ptr<const void> assign(const VarBase* var, std::shared_ptr<const voi
   auto map = std::make_shared<Map>();
   if (data.map) map->entries = data.map->entries;
   auto& entries = map->entries;
-  auto it = std::lower_bound(entries.begin(), entries.end(), var,
-                             [](const auto& entry, const VarBase* v) { return entry.first < v; });
+  auto it = position(entries, var);
   std::shared_ptr<const void> old;
   if (it != entries.end() && it->first == var) {
     old = std::move(it->second);
@@ -100,11 +110,7 @@ Context::Context(contextvars_internal::ContextRef ref) : ref_(std::move(ref)) {
   if (!ref_) ref_ = contextvars_internal::ContextRef(new contextvars_internal::ContextData);
 }
 
-Context Context::copy() const {
-  auto* data = new contextvars_internal::ContextData;
-  data->map = ref_.get()->map;
-  return Context(contextvars_internal::ContextRef(data));
-}
+Context Context::copy() const { return Context(contextvars_internal::copy_of(ref_.get())); }
 
 size_t Context::size() const {
   const auto& map = ref_.get()->map;
@@ -116,11 +122,7 @@ bool Context::contains(const contextvars_internal::VarBase& var) const {
 }
 
 Context copy_context() {
-  auto* data = new contextvars_internal::ContextData;
-  if (const contextvars_internal::ContextData* current = contextvars_internal::current_data()) {
-    data->map = current->map;
-  }
-  return Context(contextvars_internal::ContextRef(data));
+  return Context(contextvars_internal::copy_of(contextvars_internal::current_data()));
 }
 
 }  // namespace asyncio
