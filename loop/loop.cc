@@ -592,23 +592,25 @@ void EventLoop::run_batch_timed(Runnable* node) {
 
 void EventLoop::run_timed(Runnable* node) {
   const RunnableInspector* inspector = g_runnable_inspector.load(std::memory_order_acquire);
-  // Taken before the run: the node (a finished task) may be gone after it.
-  void* token = inspector != nullptr ? inspector->retain(node) : nullptr;
+  // Taken before the run: the node (a finished task) may be gone after it;
+  // given back however this ends (an exception handler may throw).
+  struct Retained {
+    const RunnableInspector* inspector;
+    void* token;
+    ~Retained() {
+      if (token != nullptr) inspector->release(token);
+    }
+  } retained{inspector, inspector != nullptr ? inspector->retain(node) : nullptr};
   const double start = time();
   node->invoke(node, /*discard=*/false);
   const double took = time() - start;
   if (took >= slow_callback_duration_) {
     char msg[96];
     std::snprintf(msg, sizeof(msg), "Executing %s took %.3f seconds",
-                  token != nullptr ? "a task step" : "a callback", took);
-    try {
-      call_exception_handler({msg, nullptr, token != nullptr ? inspector->describe(token) : "", ""});
-    } catch (...) {
-      if (token != nullptr) inspector->release(token);
-      throw;
-    }
+                  retained.token != nullptr ? "a task step" : "a callback", took);
+    call_exception_handler(
+        {msg, nullptr, retained.token != nullptr ? inspector->describe(retained.token) : "", ""});
   }
-  if (token != nullptr) inspector->release(token);
 }
 
 void EventLoop::poll_io(int64_t timeout_ns) {
