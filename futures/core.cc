@@ -113,12 +113,9 @@ void FutureStateBase::fire_callbacks() {
   }
 }
 
-void FutureStateBase::check_pending() const {
-  if (loop_ != nullptr) loop_->check_thread();
-  if (done()) {
-    throw InvalidStateError(cancelled() ? "invalid state: the future is cancelled"
-                                        : "invalid state: the future is already done");
-  }
+void FutureStateBase::throw_not_pending() const {
+  throw InvalidStateError(cancelled() ? "invalid state: the future is cancelled"
+                                      : "invalid state: the future is already done");
 }
 
 void FutureStateBase::rethrow_if_not_successful() const {
@@ -143,12 +140,6 @@ void FutureStateBase::set_exception(std::exception_ptr exc) {
   exception_ = std::move(exc);
   status_ = Status::kFinished;
   log_traceback_ = true;
-  fire_callbacks();
-}
-
-void FutureStateBase::mark_finished() {
-  check_pending();
-  status_ = Status::kFinished;
   fire_callbacks();
 }
 

@@ -111,7 +111,7 @@ class Future {
     auto* s = state();
     s->check_pending();
     futures_internal::value_slot<T>(s).value.emplace(std::move(value));
-    s->mark_finished();
+    s->finish_checked();
   }
   template <class U = T, class = std::enable_if_t<std::is_void_v<U>>>
   void set_result() {

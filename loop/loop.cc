@@ -311,27 +311,45 @@ double EventLoop::time() const {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+namespace {
+// Set while a call_soon/call_later/call_at/call_soon_threadsafe given a
+// context schedules its bound callback through the plain form, whose capture
+// of the current context must not wrap it a second time. Read only when a
+// ContextVar exists, so the plain forms pay nothing for it.
+thread_local bool t_callback_bound = false;
+
+struct BoundCallbackScope {
+  BoundCallbackScope() { t_callback_bound = true; }
+  ~BoundCallbackScope() { t_callback_bound = false; }
+  BoundCallbackScope(const BoundCallbackScope&) = delete;
+  BoundCallbackScope& operator=(const BoundCallbackScope&) = delete;
+};
+}  // namespace
+
 absl::AnyInvocable<void()> EventLoop::in_context(absl::AnyInvocable<void()> cb,
                                                  const Context& context) {
   return [context, cb = std::move(cb)]() mutable { context.run(cb); };
 }
 
 void EventLoop::capture_nonempty_context(absl::AnyInvocable<void()>& cb) {
-  if (contextvars_internal::current_is_empty()) return;
+  if (t_callback_bound || contextvars_internal::current_is_empty()) return;
   cb = [context = contextvars_internal::capture_current(), cb = std::move(cb)]() mutable {
     contextvars_internal::run_in(context, cb);
   };
 }
 
 Handle EventLoop::call_soon(absl::AnyInvocable<void()> cb, const Context& context) {
+  BoundCallbackScope bound;
   return call_soon(in_context(std::move(cb), context));
 }
 
 Handle EventLoop::call_soon_threadsafe(absl::AnyInvocable<void()> cb, const Context& context) {
+  BoundCallbackScope bound;
   return call_soon_threadsafe(in_context(std::move(cb), context));
 }
 
 TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb, const Context& context) {
+  BoundCallbackScope bound;
   return call_at(when, in_context(std::move(cb), context));
 }
 

@@ -207,14 +207,12 @@ class EventLoop {
   // (the callback waits until cancelled), -infinity means now.
   template <class Rep, class Period>
   TimerHandle call_later(std::chrono::duration<Rep, Period> delay, absl::AnyInvocable<void()> cb) {
-    const double seconds = std::chrono::duration<double>(delay).count();
-    if (std::isnan(seconds)) throw std::invalid_argument("call_later: the delay is NaN");
-    return call_at(time() + seconds, std::move(cb));
+    return call_at(time() + delay_seconds(delay), std::move(cb));
   }
   template <class Rep, class Period>
   TimerHandle call_later(std::chrono::duration<Rep, Period> delay, absl::AnyInvocable<void()> cb,
                          const Context& context) {
-    return call_later(delay, in_context(std::move(cb), context));
+    return call_at(time() + delay_seconds(delay), std::move(cb), context);
   }
   TimerHandle call_at(double when, absl::AnyInvocable<void()> cb);
   TimerHandle call_at(double when, absl::AnyInvocable<void()> cb, const Context& context);
@@ -356,6 +354,12 @@ class EventLoop {
   struct FdWatch;
   using TimerHeap = loop_internal::TimerHeap<loop_internal::CallbackNode>;
 
+  template <class Rep, class Period>
+  static double delay_seconds(std::chrono::duration<Rep, Period> delay) {
+    const double seconds = std::chrono::duration<double>(delay).count();
+    if (std::isnan(seconds)) throw std::invalid_argument("call_later: the delay is NaN");
+    return seconds;
+  }
   // cb, run in `context` (Python's Handle: context.run(callback)).
   static absl::AnyInvocable<void()> in_context(absl::AnyInvocable<void()> cb,
                                                const Context& context);

@@ -94,13 +94,27 @@ class FutureStateBase {
   std::exception_ptr exception() const;
   // Completion; each throws InvalidStateError if already done.
   void set_exception(std::exception_ptr exc);
-  void mark_finished();  // the value (if any) is already stored
+  void mark_finished() {  // the value (if any) is already stored
+    check_pending();
+    finish_checked();
+  }
+  // mark_finished after the caller's own check_pending (Future::set_result
+  // checks before it stores the value).
+  void finish_checked() {
+    status_ = Status::kFinished;
+    fire_callbacks();
+  }
   // Stores a cancelled state with CancelledError(message) and fires callbacks.
   bool cancel_future(std::string_view message);
   // Marks the exception as retrieved (gather, wait, shield do this).
   void mark_retrieved() const noexcept { log_traceback_ = false; }
-  // Throws InvalidStateError if done.
-  void check_pending() const;
+  // Throws InvalidStateError if done; in debug mode, std::runtime_error when
+  // called from a thread other than the loop's.
+  void check_pending() const {
+    if (loop_ != nullptr) loop_->check_thread();
+    if (done()) [[unlikely]]
+      throw_not_pending();
+  }
   const std::exception_ptr& stored_exception() const noexcept { return exception_; }
   uint16_t value_offset() const noexcept { return value_offset_; }
   // The first done-callback (a circular list), for capture_call_graph: who
@@ -113,6 +127,7 @@ class FutureStateBase {
   // Called when the last reference goes.
   virtual void destroy() noexcept = 0;
   void fire_callbacks();
+  [[noreturn]] void throw_not_pending() const;
   void report_unretrieved(const char* message, const std::string& task_name) noexcept;
 
   EventLoop* loop_;
