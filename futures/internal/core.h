@@ -241,10 +241,6 @@ class TaskCore : public FutureStateBase, public Runnable {
   // instructions on the task switch); `bazel ... --config=await_locations`.
   std::source_location awaited_at_;
 #endif
-  // A nested frame awaited by a coroutine whose promise is not a TaskCore (an
-  // async generator's, another library's): the walk of get_stack stops here.
-  // Set only on that rare path, never cleared: a Coro is awaited once.
-  bool parent_unknown_ = false;
 
   // --- introspection (get_stack, repr); cold paths --------------------------
   FutureStateBase* waiting_on() const noexcept { return waiting_on_; }
@@ -296,6 +292,13 @@ class TaskCore : public FutureStateBase, public Runnable {
   bool is_task_ = false;
   bool must_cancel_ = false;
   bool started_ = false;
+
+ public:
+  // A nested frame awaited by a coroutine whose promise is not a TaskCore (an
+  // async generator's, another library's): the walk of get_stack stops here.
+  // Set only on that rare path, never cleared: a Coro is awaited once. Kept
+  // with the flags above, where it costs no padding.
+  bool parent_unknown_ = false;
 };
 
 // Defined with the introspection functions (introspection.cc): repr(task),
