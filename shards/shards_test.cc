@@ -355,6 +355,8 @@ TEST(ShardServerTest, CancellingTheShardsClosesTheirServersAndClients) {
     ShardQueue<int>* made;
     Idle(std::atomic<int>* l, ShardQueue<int>* m) : lost(l), made(m) {}
     void connection_made(std::shared_ptr<BaseTransport>) override { made->put_nowait(1); }
+    // A client closing its end leaves this one open: only its server closes it.
+    bool eof_received() override { return true; }
     void connection_lost(std::exception_ptr) override { ++*lost; }
   };
   EXPECT_THROW(run_sharded(2,
@@ -375,6 +377,14 @@ TEST(ShardServerTest, CancellingTheShardsClosesTheirServersAndClients) {
                              co_await ready.get();
                              // Idle clients, which the servers must close.
                              std::vector<std::pair<StreamReader, StreamWriter>> conns;
+                             // The clients close their ends as the frame goes:
+                             // else they would be reported unclosed.
+                             struct CloseClients {
+                               std::vector<std::pair<StreamReader, StreamWriter>>& conns;
+                               ~CloseClients() {
+                                 for (auto& conn : conns) conn.second.close();
+                               }
+                             } close_clients{conns};
                              for (int i = 0; i < 20; ++i) {
                                conns.push_back(co_await open_connection("127.0.0.1", port));
                              }

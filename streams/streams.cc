@@ -616,17 +616,17 @@ ServerOptions server_options(const StreamOptions& options) {
 
 }  // namespace
 
-Coro<StreamReader> open_read_pipe(int fd, size_t limit) {
+Coro<StreamReader> open_read_pipe(int fd, size_t limit, std::source_location where) {
   EventLoop& loop = get_running_loop();
   StreamReader reader(limit, &loop);
   auto protocol = std::make_shared<StreamReaderProtocol>(reader, loop);
   auto factory = [protocol] { return protocol; };  // not inside co_await: see open_connection
-  auto connecting = connect_read_pipe(loop, factory, fd);
+  auto connecting = connect_read_pipe(loop, factory, fd, where);
   co_await std::move(connecting);
   co_return reader;
 }
 
-Coro<StreamWriter> open_write_pipe(int fd) {
+Coro<StreamWriter> open_write_pipe(int fd, std::source_location where) {
   EventLoop& loop = get_running_loop();
   // The protocol gives the writer its flow control and wait_closed(); its
   // reader is never fed (a write pipe receives nothing), and the writer has
@@ -634,13 +634,14 @@ Coro<StreamWriter> open_write_pipe(int fd) {
   auto protocol =
       std::make_shared<StreamReaderProtocol>(StreamReader(kDefaultStreamLimit, &loop), loop);
   auto factory = [protocol] { return protocol; };
-  auto connecting = connect_write_pipe(loop, factory, fd);
+  auto connecting = connect_write_pipe(loop, factory, fd, where);
   auto [transport, p] = co_await std::move(connecting);
   co_return StreamWriter(transport, protocol, std::nullopt);
 }
 
 Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, uint16_t port,
-                                                            StreamOptions options) {
+                                                            StreamOptions options,
+                                                            std::source_location where) {
   EventLoop& loop = get_running_loop();
   StreamReader reader(options.limit, &loop);
   auto protocol = std::make_shared<StreamReaderProtocol>(reader, loop);
@@ -656,41 +657,45 @@ Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, ui
   // GCC 12 destroys a capturing lambda (or any aggregate temporary) written
   // inside a co_await expression twice (GCC PR 99576).
   auto factory = [protocol] { return protocol; };
-  auto connecting = create_connection(loop, factory, std::move(host), port, std::move(connect));
+  auto connecting =
+      create_connection(loop, factory, std::move(host), port, std::move(connect), where);
   co_return co_await wrap(reader, protocol, std::move(connecting));
 }
 
 Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path,
-                                                                 StreamOptions options) {
+                                                                 StreamOptions options,
+                                                                 std::source_location where) {
   EventLoop& loop = get_running_loop();
   StreamReader reader(options.limit, &loop);
   auto protocol = std::make_shared<StreamReaderProtocol>(reader, loop);
   auto factory = [protocol] { return protocol; };  // not inside co_await: see above
   ConnectOptions connect;
   static_cast<TlsFields&>(connect) = options;
-  auto connecting = create_unix_connection(loop, factory, std::move(path), std::move(connect));
+  auto connecting =
+      create_unix_connection(loop, factory, std::move(path), std::move(connect), where);
   co_return co_await wrap(reader, protocol, std::move(connecting));
 }
 
 Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port,
-                          StreamOptions options) {
+                          StreamOptions options, std::source_location where) {
   std::vector<std::string> hosts{std::move(host)};
-  co_return co_await start_server(std::move(cb), std::move(hosts), port, std::move(options));
+  co_return co_await start_server(std::move(cb), std::move(hosts), port, std::move(options), where);
 }
 
 Coro<Server> start_server(ClientConnected cb, std::vector<std::string> hosts, uint16_t port,
-                          StreamOptions options) {
+                          StreamOptions options, std::source_location where) {
   EventLoop& loop = get_running_loop();
   ProtocolFactory factory = stream_factory(loop, std::move(cb), options.limit);
   co_return co_await create_server(loop, std::move(factory), std::move(hosts), port,
-                                   server_options(options));
+                                   server_options(options), where);
 }
 
-Coro<Server> start_unix_server(ClientConnected cb, std::string path, StreamOptions options) {
+Coro<Server> start_unix_server(ClientConnected cb, std::string path, StreamOptions options,
+                               std::source_location where) {
   EventLoop& loop = get_running_loop();
   ProtocolFactory factory = stream_factory(loop, std::move(cb), options.limit);
   co_return co_await create_unix_server(loop, std::move(factory), std::move(path),
-                                        server_options(options));
+                                        server_options(options), where);
 }
 
 }  // namespace asyncio

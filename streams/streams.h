@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <ranges>
+#include <source_location>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -201,36 +202,50 @@ struct StreamOptions : TlsFields {
 
 using ClientConnected = std::function<Coro<void>(StreamReader, StreamWriter)>;
 
-Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host, uint16_t port,
-                                                            StreamOptions options);
+//
+// Each function that opens a connection, a server or a pipe takes the site
+// of its call as a defaulted last argument: a transport or Server that goes
+// unclosed is reported with it (Python's ResourceWarning; see
+// report_unclosed in transports/transports.h).
+Coro<std::pair<StreamReader, StreamWriter>> open_connection(
+    std::string host, uint16_t port, StreamOptions options,
+    std::source_location where = std::source_location::current());
 // (Overloads rather than a default argument: see create_connection.)
-inline Coro<std::pair<StreamReader, StreamWriter>> open_connection(std::string host,
-                                                                   uint16_t port) {
-  return open_connection(std::move(host), port, StreamOptions());
+inline Coro<std::pair<StreamReader, StreamWriter>> open_connection(
+    std::string host, uint16_t port, std::source_location where = std::source_location::current()) {
+  return open_connection(std::move(host), port, StreamOptions(), where);
 }
 // `cb` runs as a task for each client; an exception it throws is reported
 // and closes that connection.
 Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port,
-                          StreamOptions options);
-inline Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port) {
-  return start_server(std::move(cb), std::move(host), port, StreamOptions());
+                          StreamOptions options,
+                          std::source_location where = std::source_location::current());
+inline Coro<Server> start_server(ClientConnected cb, std::string host, uint16_t port,
+                                 std::source_location where = std::source_location::current()) {
+  return start_server(std::move(cb), std::move(host), port, StreamOptions(), where);
 }
 // Listens on every address of every host, as create_server with a list of
 // hosts (Python: `host` a sequence).
 Coro<Server> start_server(ClientConnected cb, std::vector<std::string> hosts, uint16_t port,
-                          StreamOptions options);
-inline Coro<Server> start_server(ClientConnected cb, std::vector<std::string> hosts,
-                                 uint16_t port) {
-  return start_server(std::move(cb), std::move(hosts), port, StreamOptions());
+                          StreamOptions options,
+                          std::source_location where = std::source_location::current());
+inline Coro<Server> start_server(ClientConnected cb, std::vector<std::string> hosts, uint16_t port,
+                                 std::source_location where = std::source_location::current()) {
+  return start_server(std::move(cb), std::move(hosts), port, StreamOptions(), where);
 }
-Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path,
-                                                                 StreamOptions options);
-inline Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(std::string path) {
-  return open_unix_connection(std::move(path), StreamOptions());
+Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(
+    std::string path, StreamOptions options,
+    std::source_location where = std::source_location::current());
+inline Coro<std::pair<StreamReader, StreamWriter>> open_unix_connection(
+    std::string path, std::source_location where = std::source_location::current()) {
+  return open_unix_connection(std::move(path), StreamOptions(), where);
 }
-Coro<Server> start_unix_server(ClientConnected cb, std::string path, StreamOptions options);
-inline Coro<Server> start_unix_server(ClientConnected cb, std::string path) {
-  return start_unix_server(std::move(cb), std::move(path), StreamOptions());
+Coro<Server> start_unix_server(ClientConnected cb, std::string path, StreamOptions options,
+                               std::source_location where = std::source_location::current());
+inline Coro<Server> start_unix_server(
+    ClientConnected cb, std::string path,
+    std::source_location where = std::source_location::current()) {
+  return start_unix_server(std::move(cb), std::move(path), StreamOptions(), where);
 }
 
 // Pipes as streams: standard input and output, FIFOs, a child's pipes.
@@ -248,8 +263,10 @@ inline Coro<Server> start_unix_server(ClientConnected cb, std::string path) {
 // writing end closes; the writer's drain() waits under the watermarks and
 // wait_closed() until the pipe is closed (close() flushes first), with the
 // EPIPE error if the reader went away with data unsent.
-Coro<StreamReader> open_read_pipe(int fd, size_t limit = kDefaultStreamLimit);
-Coro<StreamWriter> open_write_pipe(int fd);
+Coro<StreamReader> open_read_pipe(int fd, size_t limit = kDefaultStreamLimit,
+                                  std::source_location where = std::source_location::current());
+Coro<StreamWriter> open_write_pipe(int fd,
+                                   std::source_location where = std::source_location::current());
 
 namespace streams_internal {
 

@@ -237,6 +237,8 @@ TEST(StreamsTest, HandlerExceptionIsReportedAndClosesTheConnection) {
     auto [reader, writer] = co_await open_connection("127.0.0.1", port_of(server));
     writer.write("go\n");
     EXPECT_EQ(co_await reader.read(), "");  // closed by the server
+    writer.close();  // our half stays open after EOF until closed
+    co_await writer.wait_closed();
     server.close();
     co_await server.wait_closed();
   }(reports));

@@ -34,7 +34,8 @@ std::vector<std::string> shell_argv(std::string cmd) {
 Coro<std::shared_ptr<SubprocessTransport>> spawn(EventLoop& loop,
                                                  std::shared_ptr<SubprocessProtocol> protocol,
                                                  std::vector<std::string> argv,
-                                                 SubprocessOptions options) {
+                                                 SubprocessOptions options,
+                                                 std::source_location where) {
   if (!protocol) throw std::invalid_argument("subprocess: null protocol");
   ChildWatcher& watcher = ChildWatcher::of(loop);
   SpawnedChild child = spawn_child(argv, options);
@@ -42,7 +43,7 @@ Coro<std::shared_ptr<SubprocessTransport>> spawn(EventLoop& loop,
   posix::UniqueFd pipes[3];
   for (int fd = 0; fd < 3; ++fd) pipes[fd].reset(child.pipes[fd]);
   auto transport =
-      std::make_shared<ChildTransport>(loop, std::move(protocol), child.pid, child.pidfd);
+      std::make_shared<ChildTransport>(loop, std::move(protocol), child.pid, child.pidfd, where);
   // Watched first: if that fails, the child is killed and reaped, and the
   // transport (not tracked yet) is inert.
   watcher.watch(child.pid, child.pidfd, transport);
@@ -54,8 +55,10 @@ Coro<std::shared_ptr<SubprocessTransport>> spawn(EventLoop& loop,
       transport->pipe_opening(fd);
       auto pipe_protocol = std::make_shared<PipeProtocol>(transport, fd);
       auto factory = [pipe_protocol] { return pipe_protocol; };  // not inside co_await
-      // connect_accepted_socket owns the socket from its first step on.
-      auto connecting = connect_accepted_socket(loop, factory, pipes[fd].release());
+      // connect_accepted_socket owns the socket from its first step on. No
+      // site: the child's transport reports for its pipes.
+      auto connecting =
+          connect_accepted_socket(loop, factory, pipes[fd].release(), std::source_location());
       auto connected = co_await std::move(connecting);
       transport->set_pipe(fd, std::move(connected.first));
     }
@@ -199,17 +202,20 @@ Coro<std::pair<std::string, std::string>> Process::communicate(std::optional<std
 // ---------------------------------------------------------------------------
 // Creating processes
 
-Coro<Process> create_subprocess_exec(std::vector<std::string> argv, SubprocessOptions options) {
+Coro<Process> create_subprocess_exec(std::vector<std::string> argv, SubprocessOptions options,
+                                     std::source_location where) {
   EventLoop& loop = get_running_loop();
   auto protocol = std::make_shared<subprocess_internal::StreamProtocol>(loop, options);
-  auto spawning = subprocess_internal::spawn(loop, protocol, std::move(argv), std::move(options));
+  auto spawning =
+      subprocess_internal::spawn(loop, protocol, std::move(argv), std::move(options), where);
   std::shared_ptr<SubprocessTransport> transport = co_await std::move(spawning);
   co_return Process(std::move(transport), std::move(protocol));
 }
 
-Coro<Process> create_subprocess_shell(std::string cmd, SubprocessOptions options) {
-  return create_subprocess_exec(subprocess_internal::shell_argv(std::move(cmd)),
-                                std::move(options));
+Coro<Process> create_subprocess_shell(std::string cmd, SubprocessOptions options,
+                                      std::source_location where) {
+  return create_subprocess_exec(subprocess_internal::shell_argv(std::move(cmd)), std::move(options),
+                                where);
 }
 
 }  // namespace asyncio

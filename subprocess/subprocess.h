@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <source_location>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -103,10 +104,13 @@ class SubprocessTransport : public BaseTransport {
 namespace subprocess_internal {
 // Starts argv[0] (searched in PATH unless it has a '/') and connects its
 // pipes to `protocol`; connection_made has been called when this returns.
+// `where`: the opening call's site, reported if the transport goes unclosed
+// (see report_unclosed in transports/transports.h).
 Coro<std::shared_ptr<SubprocessTransport>> spawn(EventLoop& loop,
                                                  std::shared_ptr<SubprocessProtocol> protocol,
                                                  std::vector<std::string> argv,
-                                                 SubprocessOptions options);
+                                                 SubprocessOptions options,
+                                                 std::source_location where);
 SubprocessOptions all_pipes();
 std::vector<std::string> shell_argv(std::string cmd);
 
@@ -131,29 +135,41 @@ auto make_protocol(F& factory) {
 // loop.subprocess_exec: `factory` returns std::shared_ptr<P>, P a
 // SubprocessProtocol. Without options, stdin, stdout and stderr are all PIPE
 // (as Python's defaults); with options, they are as given.
+//
+// A transport dropped while its child runs or its pipes are open, without
+// close(), is closed (the child killed) and reported as
+// "unclosed transport <SubprocessTransport pid=N running> opened at
+// file:line" (Python's ResourceWarning; see report_unclosed in
+// transports/transports.h); so is one still open when its loop closes. Each
+// function here takes that site as a defaulted last argument.
 template <class F>
 auto subprocess_exec(EventLoop& loop, F factory, std::vector<std::string> argv,
-                     SubprocessOptions options) {
+                     SubprocessOptions options,
+                     std::source_location where = std::source_location::current()) {
   auto protocol = subprocess_internal::make_protocol(factory);
   return subprocess_internal::with_protocol(
-      subprocess_internal::spawn(loop, protocol, std::move(argv), std::move(options)), protocol);
+      subprocess_internal::spawn(loop, protocol, std::move(argv), std::move(options), where),
+      protocol);
 }
 template <class F>
-auto subprocess_exec(EventLoop& loop, F factory, std::vector<std::string> argv) {
+auto subprocess_exec(EventLoop& loop, F factory, std::vector<std::string> argv,
+                     std::source_location where = std::source_location::current()) {
   return subprocess_exec(loop, std::move(factory), std::move(argv),
-                         subprocess_internal::all_pipes());
+                         subprocess_internal::all_pipes(), where);
 }
 
 // loop.subprocess_shell: `cmd` runs with /bin/sh -c.
 template <class F>
-auto subprocess_shell(EventLoop& loop, F factory, std::string cmd, SubprocessOptions options) {
+auto subprocess_shell(EventLoop& loop, F factory, std::string cmd, SubprocessOptions options,
+                      std::source_location where = std::source_location::current()) {
   return subprocess_exec(loop, std::move(factory), subprocess_internal::shell_argv(std::move(cmd)),
-                         std::move(options));
+                         std::move(options), where);
 }
 template <class F>
-auto subprocess_shell(EventLoop& loop, F factory, std::string cmd) {
+auto subprocess_shell(EventLoop& loop, F factory, std::string cmd,
+                      std::source_location where = std::source_location::current()) {
   return subprocess_exec(loop, std::move(factory), subprocess_internal::shell_argv(std::move(cmd)),
-                         subprocess_internal::all_pipes());
+                         subprocess_internal::all_pipes(), where);
 }
 
 // ---------------------------------------------------------------------------
@@ -200,7 +216,8 @@ class Process {
   std::shared_ptr<subprocess_internal::StreamProtocol> protocol_;
 };
 
-Coro<Process> create_subprocess_exec(std::vector<std::string> argv, SubprocessOptions options = {});
+Coro<Process> create_subprocess_exec(std::vector<std::string> argv, SubprocessOptions options = {},
+                                     std::source_location where = std::source_location::current());
 
 namespace subprocess_internal {
 template <class A>
@@ -226,23 +243,36 @@ void add_arg(std::vector<std::string>& argv, SubprocessOptions& options, A&& arg
     argv.emplace_back(std::string_view(arg));
   }
 }
+
+// The program's name and the site of the call naming it: a defaulted
+// argument cannot follow the parameter pack, a converting constructor's can.
+struct ProgramAt {
+  template <class S>
+  requires std::is_convertible_v<const S&, std::string_view> ProgramAt(
+      const S& name, std::source_location where = std::source_location::current())
+      : name(name), where(where) {}
+  std::string_view name;
+  std::source_location where;
+};
 }  // namespace subprocess_internal
 
 // Python's form: the program, its arguments, then the options if any.
 //   co_await create_subprocess_exec("ls", "-l", SubprocessOptions{.stdout_ = subprocess::PIPE});
 template <class... Args>
-Coro<Process> create_subprocess_exec(std::string_view program, Args&&... args_then_options) {
+Coro<Process> create_subprocess_exec(subprocess_internal::ProgramAt program,
+                                     Args&&... args_then_options) {
   static_assert(subprocess_internal::options_last_only<Args...>(),
                 "create_subprocess_exec: SubprocessOptions must come last");
   std::vector<std::string> argv;
   argv.reserve(1 + sizeof...(Args));
-  argv.emplace_back(program);
+  argv.emplace_back(program.name);
   SubprocessOptions options;
   (subprocess_internal::add_arg(argv, options, std::forward<Args>(args_then_options)), ...);
-  return create_subprocess_exec(std::move(argv), std::move(options));
+  return create_subprocess_exec(std::move(argv), std::move(options), program.where);
 }
 
 // `cmd` runs with /bin/sh -c.
-Coro<Process> create_subprocess_shell(std::string cmd, SubprocessOptions options = {});
+Coro<Process> create_subprocess_shell(std::string cmd, SubprocessOptions options = {},
+                                      std::source_location where = std::source_location::current());
 
 }  // namespace asyncio

@@ -754,16 +754,27 @@ TEST(Subprocess, TransportOutlivesLoop) {
   // The loop closes while the child runs: the child is handed to a reaper
   // and the transport, kept past the loop, is inert.
   std::shared_ptr<SubprocessTransport> kept;
-  asyncio::run([](std::shared_ptr<SubprocessTransport>& kept) -> Coro<void> {
+  std::vector<std::string> reports;
+  int line = 0;
+  asyncio::run([](std::shared_ptr<SubprocessTransport>& kept, std::vector<std::string>& reports,
+                  int& line) -> Coro<void> {
     EventLoop& loop = get_running_loop();
+    loop.set_exception_handler(
+        [&reports](EventLoop&, const ExceptionContext& ctx) { reports.push_back(ctx.message); });
     auto factory = [] { return std::make_shared<Recorder>(); };
     std::vector<std::string> argv = {"sleep", "0.3"};
     SubprocessOptions opts;
     auto spawning = subprocess_exec(loop, factory, std::move(argv), opts);
+    line = __LINE__ - 1;
     auto [transport, protocol] = co_await std::move(spawning);
     kept = transport;
-  }(kept));
+  }(kept, reports, line));
   int pid = kept->get_pid();
+  // Open when its loop closed: reported once, as Python's ResourceWarning
+  // (its pipes are the transport's, not reported on their own).
+  ASSERT_EQ(reports.size(), 1u);
+  EXPECT_EQ(reports[0], "unclosed transport <SubprocessTransport pid=" + std::to_string(pid) +
+                            " running> opened at " + __FILE__ + ":" + std::to_string(line));
   kept->kill();  // no effect: detached
   kept->close();
   kept.reset();

@@ -249,7 +249,8 @@ Coro<int> connect_socket(EventLoop& loop, int fd, const SocketAddress& addr) {
 // TLS one, after its handshake.
 Coro<std::shared_ptr<Transport>> wrap_socket(EventLoop& loop, ProtocolFactory& factory,
                                              UniqueFd& sock, const TlsFields& options,
-                                             const std::string& host, bool server_side = false) {
+                                             const std::string& host, std::source_location where,
+                                             bool server_side = false) {
   std::shared_ptr<BaseProtocol> protocol = factory();
   Future<void> waiter = create_future<void>(loop);
   std::shared_ptr<Transport> result;
@@ -257,11 +258,13 @@ Coro<std::shared_ptr<Transport>> wrap_socket(EventLoop& loop, ProtocolFactory& f
   if (options.ssl) {
     TlsLayer::Session session = options.ssl->new_session(
         loop, std::move(protocol), session_options(options, server_side, host), true, waiter);
-    transport = std::make_shared<SocketTransport>(loop, sock.release(), std::move(session.wire));
+    transport = std::make_shared<SocketTransport>(loop, sock.release(), std::move(session.wire),
+                                                  nullptr, where);
     transport->start(std::nullopt);
     result = std::move(session.transport);
   } else {
-    transport = std::make_shared<SocketTransport>(loop, sock.release(), std::move(protocol));
+    transport = std::make_shared<SocketTransport>(loop, sock.release(), std::move(protocol),
+                                                  nullptr, where);
     transport->start(waiter);
     result = transport;
   }
@@ -499,7 +502,8 @@ Coro<std::vector<AddrInfo>> resolve(EventLoop& loop, std::string host, uint16_t 
 
 Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFactory factory,
                                                    std::string host, uint16_t port,
-                                                   ConnectOptions options) {
+                                                   ConnectOptions options,
+                                                   std::source_location where) {
   check_tls_fields(options, false, host);
   UniqueFd sock;
   if (options.sock >= 0) {
@@ -525,11 +529,12 @@ Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFact
     if (sock.get() < 0) throw_connect_errors(std::move(errors), options.all_errors);
   }
   set_nodelay_if_tcp(sock.get());
-  co_return co_await wrap_socket(loop, factory, sock, options, host);
+  co_return co_await wrap_socket(loop, factory, sock, options, host, where);
 }
 
 Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, ProtocolFactory factory,
-                                                        std::string path, ConnectOptions options) {
+                                                        std::string path, ConnectOptions options,
+                                                        std::source_location where) {
   check_tls_fields(options, false, "");
   SocketAddress addr = SocketAddress::unix_path(path);
   UniqueFd sock(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -540,11 +545,12 @@ Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, Protoco
   }
   if (err != 0) throw_errno("Connect call failed (" + path + ")", err);
   const std::string no_host;
-  co_return co_await wrap_socket(loop, factory, sock, options, no_host);
+  co_return co_await wrap_socket(loop, factory, sock, options, no_host, where);
 }
 
 Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, ProtocolFactory factory,
-                                                         int sock, TlsFields tls) {
+                                                         int sock, TlsFields tls,
+                                                         std::source_location where) {
   UniqueFd guard(sock);
   // As asyncio: the accepting side is the TLS server.
   check_tls_fields(tls, true, "");
@@ -552,7 +558,7 @@ Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, Protoc
   set_nodelay_if_tcp(sock);
   // Not a temporary inside co_await: GCC 12 destroys those twice (PR 99576).
   const std::string no_host;
-  co_return co_await wrap_socket(loop, factory, guard, tls, no_host, true);
+  co_return co_await wrap_socket(loop, factory, guard, tls, no_host, where, true);
 }
 
 }  // namespace asyncio::transports_internal

@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <deque>
+#include <source_location>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -31,8 +32,8 @@ constexpr size_t kMaxDatagram = 256 * 1024;
 class DatagramSocketTransport final : public DatagramTransport, public OpenTransport {
  public:
   DatagramSocketTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol,
-                          std::optional<SocketAddress> remote)
-      : loop_(loop), fd_(fd), remote_(std::move(remote)) {
+                          std::optional<SocketAddress> remote, std::source_location opened_at)
+      : loop_(loop), fd_(fd), remote_(std::move(remote)), opened_at_(opened_at) {
     set_protocol(std::move(protocol));
   }
   ~DatagramSocketTransport() override { close_watched(loop_, fd_, reading_, writing_); }
@@ -120,6 +121,9 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   }
 
   void on_loop_closed() override {
+    if (!closing_) {
+      report_unclosed(&loop_, "transport " + describe_socket("DatagramTransport", fd_), opened_at_);
+    }
     reading_ = writing_ = false;
     closing_ = conn_lost_ = true;
     queue_.clear();
@@ -235,6 +239,7 @@ class DatagramSocketTransport final : public DatagramTransport, public OpenTrans
   std::shared_ptr<BaseProtocol> protocol_;
   DatagramProtocol* datagram_protocol_ = nullptr;
   std::shared_ptr<DatagramSocketTransport> self_;
+  std::source_location opened_at_;
   std::deque<std::pair<std::string, std::optional<SocketAddress>>> queue_;
   size_t queued_bytes_ = 0;
   WriteFlowControl flow_control_;
@@ -329,7 +334,8 @@ UniqueFd open_endpoint_socket(const Candidate& c, const DatagramOptions& options
 
 Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loop,
                                                                   ProtocolFactory factory,
-                                                                  DatagramOptions options) {
+                                                                  DatagramOptions options,
+                                                                  std::source_location where) {
   UniqueFd sock;
   std::optional<SocketAddress> remote;
   if (options.sock >= 0) {
@@ -363,8 +369,8 @@ Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loo
     if (!sock) std::rethrow_exception(first_error);
   }
   std::shared_ptr<BaseProtocol> protocol = factory();
-  auto transport =
-      std::make_shared<DatagramSocketTransport>(loop, sock.release(), std::move(protocol), remote);
+  auto transport = std::make_shared<DatagramSocketTransport>(loop, sock.release(),
+                                                             std::move(protocol), remote, where);
   Future<void> waiter = create_future<void>(loop);
   transport->start(waiter);
   try {

@@ -7,8 +7,10 @@
 
 #include <cerrno>
 #include <memory>
+#include <source_location>
 #include <span>
 #include <stdexcept>
+#include <string>
 #include <system_error>
 #include <tuple>
 #include <utility>
@@ -54,7 +56,15 @@ class PipeTransportBase : public Transport, public OpenTransport {
   }
   std::shared_ptr<BaseProtocol> get_protocol() const override { return protocol_; }
 
+  // The site reported if the loop goes with the pipe open.
+  void set_opened_at(std::source_location where) { opened_at_ = where; }
+
   void on_loop_closed() override {
+    if (!closing_) {
+      report_unclosed(&loop_,
+                      "transport <" + std::string(kind()) + " fd=" + std::to_string(fd_) + ">",
+                      opened_at_);
+    }
     reading_ = writing_ = false;
     closing_ = conn_lost_ = true;
     drop_buffer();
@@ -116,6 +126,7 @@ class PipeTransportBase : public Transport, public OpenTransport {
   }
 
   virtual void drop_buffer() {}
+  virtual const char* kind() const = 0;
 
   EventLoop& loop_;
   int fd_ = -1;  // set by the subclass once nothing can refuse it any more
@@ -138,6 +149,7 @@ class PipeTransportBase : public Transport, public OpenTransport {
   virtual void protocol_changed() {}
 
   std::shared_ptr<PipeTransportBase> self_;  // alive until connection_lost is delivered
+  std::source_location opened_at_;
 };
 
 // The reading end: a Transport whose write half refuses (Python's
@@ -193,6 +205,8 @@ class ReadPipeTransport final : public PipeTransportBase {
   size_t get_write_buffer_size() const override { return 0; }
 
  private:
+  const char* kind() const override { return "ReadPipeTransport"; }
+
   [[noreturn]] static void refuse(const char* what) {
     throw std::logic_error(std::string(what) + ": a read pipe transport cannot be written");
   }
@@ -361,6 +375,8 @@ class WritePipeTransport final : public PipeTransportBase {
     close_with(pending() > 0 ? os_error(EPIPE, "the pipe was closed by its reader") : nullptr);
   }
 
+  const char* kind() const override { return "WritePipeTransport"; }
+
   void maybe_pause_protocol() { flow_control_.maybe_pause(loop_, protocol_.get(), pending()); }
   void maybe_resume_protocol() { flow_control_.maybe_resume(loop_, protocol_.get(), pending()); }
 
@@ -371,13 +387,15 @@ class WritePipeTransport final : public PipeTransportBase {
 };
 
 template <class T>
-Coro<std::shared_ptr<Transport>> connect_pipe(EventLoop& loop, ProtocolFactory factory, int fd) {
+Coro<std::shared_ptr<Transport>> connect_pipe(EventLoop& loop, ProtocolFactory factory, int fd,
+                                              std::source_location where) {
   // Until the transport holds `fd`, it stays the caller's (as Python leaves
   // the file object open when the transport refuses it).
   const mode_t mode = checked_pipe_mode(fd);
   std::shared_ptr<BaseProtocol> protocol = factory();
   posix::set_nonblocking(fd);
   auto transport = std::make_shared<T>(loop, fd, std::move(protocol), mode);
+  transport->set_opened_at(where);
   Future<void> waiter = create_future<void>(loop);
   transport->start(waiter);
   try {
@@ -391,14 +409,14 @@ Coro<std::shared_ptr<Transport>> connect_pipe(EventLoop& loop, ProtocolFactory f
 
 }  // namespace
 
-Coro<std::shared_ptr<Transport>> connect_read_pipe(EventLoop& loop, ProtocolFactory factory,
-                                                   int fd) {
-  return connect_pipe<ReadPipeTransport>(loop, std::move(factory), fd);
+Coro<std::shared_ptr<Transport>> connect_read_pipe(EventLoop& loop, ProtocolFactory factory, int fd,
+                                                   std::source_location where) {
+  return connect_pipe<ReadPipeTransport>(loop, std::move(factory), fd, where);
 }
 
 Coro<std::shared_ptr<Transport>> connect_write_pipe(EventLoop& loop, ProtocolFactory factory,
-                                                    int fd) {
-  return connect_pipe<WritePipeTransport>(loop, std::move(factory), fd);
+                                                    int fd, std::source_location where) {
+  return connect_pipe<WritePipeTransport>(loop, std::move(factory), fd, where);
 }
 
 }  // namespace asyncio::transports_internal

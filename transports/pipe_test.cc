@@ -329,8 +329,11 @@ class LossCounter : public Protocol {
 TEST(PipeTest, LoopClosedWithPipesOpenTearsThemDown) {
   const int fds_before = open_fd_count();
   auto lost = std::make_shared<std::vector<int>>();
+  std::vector<std::string> reports;
   {
     auto loop = new_event_loop();
+    loop->set_exception_handler(
+        [&reports](EventLoop&, const ExceptionContext& ctx) { reports.push_back(ctx.message); });
     run_until_complete(*loop,
                        [](EventLoop& l, std::shared_ptr<std::vector<int>> rec) -> Coro<void> {
                          auto factory = [rec] { return std::make_shared<LossCounter>(rec); };
@@ -340,6 +343,9 @@ TEST(PipeTest, LoopClosedWithPipesOpenTearsThemDown) {
                        }(*loop, lost));
   }  // the loop goes with both ends open: both told, nothing leaked
   EXPECT_EQ(*lost, (std::vector<int>{ECONNABORTED, ECONNABORTED}));
+  // ... and reported as unclosed (unclosed_test.cc has the details).
+  ASSERT_EQ(reports.size(), 2u);
+  for (const std::string& r : reports) EXPECT_EQ(r.rfind("unclosed transport <", 0), 0u) << r;
   EXPECT_EQ(open_fd_count(), fds_before);
 }
 

@@ -34,6 +34,12 @@ constexpr double kClientsCloseGrace = 5.0;  // seconds
 }  // namespace
 
 ServerState::~ServerState() {
+  if (handed_out && !closed) {
+    // Python's listening sockets say "unclosed <socket.socket ...>".
+    std::string sockets;
+    for (int fd : fds) sockets += (sockets.empty() ? "" : ", ") + describe_socket("socket", fd);
+    report_unclosed(&loop, "Server <Server sockets=[" + sockets + "]>", opened_at);
+  }
   stop_serving();
   for (int fd : fds) ::close(fd);
 }
@@ -92,7 +98,7 @@ void ServerState::accept_connection(int fd) {
       protocol = ssl->new_session(loop, std::move(protocol), tls_options, true, std::nullopt).wire;
     }
     auto transport = std::make_shared<SocketTransport>(loop, guard.release(), std::move(protocol),
-                                                       shared_from_this());
+                                                       shared_from_this(), opened_at);
     transport->start(std::nullopt);
   } catch (...) {
     loop.call_exception_handler(
@@ -159,6 +165,7 @@ Coro<Server> serve(std::shared_ptr<ServerState> state, const ServerOptions& opti
     // One loop iteration so that the accept watches are in place, as asyncio.
     co_await sleep(std::chrono::seconds(0));
   }
+  state->handed_out = true;
   co_return server;
 }
 
@@ -241,15 +248,16 @@ Coro<void> Server::wait_closed() {
 }
 
 Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string host,
-                           uint16_t port, ServerOptions options) {
+                           uint16_t port, ServerOptions options, std::source_location where) {
   std::vector<std::string> hosts{std::move(host)};
   co_return co_await create_server(loop, std::move(factory), std::move(hosts), port,
-                                   std::move(options));
+                                   std::move(options), where);
 }
 
 Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::vector<std::string> hosts,
-                           uint16_t port, ServerOptions options) {
+                           uint16_t port, ServerOptions options, std::source_location where) {
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
+  state->opened_at = where;
   state->set_tls(options);
   if (options.sock >= 0) {
     posix::set_nonblocking(options.sock);
@@ -317,8 +325,9 @@ Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::vector
 }
 
 Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path,
-                                ServerOptions options) {
+                                ServerOptions options, std::source_location where) {
   auto state = std::make_shared<ServerState>(loop, std::move(factory), options.backlog);
+  state->opened_at = where;
   state->set_tls(options);
   UniqueFd sock;
   if (options.sock >= 0) {

@@ -8,8 +8,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <stdexcept>
+#include <string>
 #include <system_error>
 #include <tuple>
 #include <unordered_set>
@@ -143,6 +145,57 @@ Coro<void> wait_fd(EventLoop& loop, int fd, bool writer) {
 Coro<void> wait_readable(EventLoop& loop, int fd) { return wait_fd(loop, fd, false); }
 Coro<void> wait_writable(EventLoop& loop, int fd) { return wait_fd(loop, fd, true); }
 
+}  // namespace asyncio::transports_internal
+
+namespace asyncio {
+
+void report_unclosed(EventLoop* loop, std::string_view description,
+                     const std::source_location& opened_at) {
+  if (opened_at.line() == 0) return;  // its owner reports
+  std::string message = "unclosed ";
+  message += description;
+  message += " opened at ";
+  message += opened_at.file_name();
+  message += ':';
+  message += std::to_string(opened_at.line());
+  if (loop != nullptr && EventLoop::exists(loop)) {
+    // A closed loop, and one being destroyed (its extensions tear the open
+    // transports down), still has its handler.
+    loop->call_exception_handler({std::move(message), nullptr, "", ""});
+    return;
+  }
+  message = "asyncio: " + message + "\n";
+  std::fwrite(message.data(), 1, message.size(), stderr);
+  std::fflush(stderr);
+}
+
+}  // namespace asyncio
+
+namespace asyncio::transports_internal {
+
+std::string describe_socket(const char* kind, int fd) {
+  std::string text = "<";
+  text += kind;
+  text += " fd=" + std::to_string(fd);
+  // The peer's address, else ours (an unnamed Unix socket has neither).
+  for (const char* which : {"peername", "sockname"}) {
+    sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    auto* addr = reinterpret_cast<sockaddr*>(&ss);
+    const bool peer = which[0] == 'p';
+    if (fd < 0 || (peer ? ::getpeername(fd, addr, &len) : ::getsockname(fd, addr, &len)) != 0) {
+      continue;
+    }
+    const std::string name = SocketAddress::from_sockaddr(addr, len).to_string();
+    if (name.empty()) continue;
+    text += " ";
+    text += which;
+    text += "=" + name;
+    break;
+  }
+  return text + ">";
+}
+
 // ---------------------------------------------------------------------------
 // Transports still open when their loop goes.
 
@@ -184,8 +237,9 @@ void unregister_open(EventLoop& loop, OpenTransport* transport) {
 // ---------------------------------------------------------------------------
 
 SocketTransport::SocketTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol,
-                                 std::shared_ptr<ServerState> server)
-    : loop_(loop), fd_(fd), server_(std::move(server)) {
+                                 std::shared_ptr<ServerState> server,
+                                 std::source_location opened_at)
+    : loop_(loop), fd_(fd), server_(std::move(server)), opened_at_(opened_at) {
   set_protocol(std::move(protocol));
   if (server_) server_->attach(this);
 }
@@ -562,6 +616,9 @@ void SocketTransport::close() {
 }
 
 void SocketTransport::on_loop_closed() {
+  // Never closed: Python's "unclosed transport" ResourceWarning.
+  if (!closing_)
+    report_unclosed(&loop_, "transport " + describe_socket("SocketTransport", fd_), opened_at_);
   // The loop is closed: nothing can be scheduled, so the teardown is
   // immediate. Its watches are gone with the loop's.
   reading_ = writer_registered_ = false;

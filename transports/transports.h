@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <source_location>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -290,6 +291,46 @@ class Server {
 };
 
 // ---------------------------------------------------------------------------
+// Unclosed transports and servers (Python's ResourceWarning)
+//
+// A transport or Server still open when it goes is closed all the same (its
+// descriptors never leak) and reported, as Python's
+//   ResourceWarning: unclosed transport <_SelectorSocketTransport fd=7 ...>
+// with the site of the call that opened it:
+//   unclosed transport <SocketTransport fd=7 peername=127.0.0.1:8080>
+//     opened at app/client.cc:42
+// "Goes" is when its last owner drops it: the Server handles (a serving
+// server is also held by its accept watch, until the loop closes), a
+// subprocess transport's holders; or, for a connection, a datagram endpoint
+// or a pipe, which the loop holds while they are open (as Python's selector
+// does), when the loop is destroyed with it open: connection_lost then gets
+// ECONNABORTED and what was buffered is dropped. close() and abort() (and a
+// connection the peer or an error ended) count as closed. Each function that
+// opens one (create_connection, create_server, connect_read_pipe,
+// open_connection, start_server, create_subprocess_exec, ...) takes the
+// site as a defaulted last argument, std::source_location::current(); a
+// server's connections are reported with the server's site, a TLS
+// connection as the socket transport under it.
+//
+// The report goes to the loop's exception handler (message only, no
+// exception) while the loop object exists, closed or not; to stderr
+// ("asyncio: unclosed ...") once it is gone. It is always on, not only in
+// debug mode, unlike Python, which hides ResourceWarning unless asked (-X
+// dev, -W default): there it comes whenever a garbage collector happens to
+// run, so it is often late and noisy; here it comes at a fixed point, only
+// for a resource the program forgot, and always means a peer saw an abort or
+// a listening socket outlived its program's intent. The opening site is a
+// word per transport and nothing is checked on the read and write paths.
+//
+// Reports `description` ("transport <...>", "Server <...>") as unclosed,
+// opened at `opened_at`, as described above; for layers that own such
+// resources (//subprocess). A default std::source_location (line 0) means
+// "owned by another resource that reports itself" (a subprocess's pipes):
+// nothing is reported.
+void report_unclosed(EventLoop* loop, std::string_view description,
+                     const std::source_location& opened_at);
+
+// ---------------------------------------------------------------------------
 // Creating transports
 
 namespace transports_internal {
@@ -314,20 +355,25 @@ struct TypedFactory {
   }
 };
 
+// `where`: the opening call's site, for the unclosed-transport report.
 Coro<std::shared_ptr<Transport>> create_connection(EventLoop& loop, ProtocolFactory factory,
                                                    std::string host, uint16_t port,
-                                                   ConnectOptions options);
+                                                   ConnectOptions options,
+                                                   std::source_location where);
 Coro<std::shared_ptr<Transport>> create_unix_connection(EventLoop& loop, ProtocolFactory factory,
-                                                        std::string path, ConnectOptions options);
+                                                        std::string path, ConnectOptions options,
+                                                        std::source_location where);
 Coro<std::shared_ptr<Transport>> connect_accepted_socket(EventLoop& loop, ProtocolFactory factory,
-                                                         int sock, TlsFields tls);
+                                                         int sock, TlsFields tls,
+                                                         std::source_location where);
 Coro<std::shared_ptr<DatagramTransport>> create_datagram_endpoint(EventLoop& loop,
                                                                   ProtocolFactory factory,
-                                                                  DatagramOptions options);
-Coro<std::shared_ptr<Transport>> connect_read_pipe(EventLoop& loop, ProtocolFactory factory,
-                                                   int fd);
+                                                                  DatagramOptions options,
+                                                                  std::source_location where);
+Coro<std::shared_ptr<Transport>> connect_read_pipe(EventLoop& loop, ProtocolFactory factory, int fd,
+                                                   std::source_location where);
 Coro<std::shared_ptr<Transport>> connect_write_pipe(EventLoop& loop, ProtocolFactory factory,
-                                                    int fd);
+                                                    int fd, std::source_location where);
 
 template <class T, class F>
 Coro<std::pair<std::shared_ptr<T>, std::shared_ptr<ProtocolOf<F>>>> with_protocol(
@@ -348,30 +394,35 @@ Coro<std::pair<std::shared_ptr<T>, std::shared_ptr<ProtocolOf<F>>>> with_protoco
 // destructor twice when the call sits in a co_await expression.
 template <class F>
 auto create_connection(EventLoop& loop, F factory, std::string host, uint16_t port,
-                       ConnectOptions options) {
+                       ConnectOptions options,
+                       std::source_location where = std::source_location::current()) {
   transports_internal::TypedFactory<F> typed{std::move(factory)};
   return transports_internal::with_protocol(
       transports_internal::create_connection(loop, typed.erased(), std::move(host), port,
-                                             std::move(options)),
+                                             std::move(options), where),
       typed);
 }
 template <class F>
-auto create_connection(EventLoop& loop, F factory, std::string host, uint16_t port) {
-  return create_connection(loop, std::move(factory), std::move(host), port, ConnectOptions());
+auto create_connection(EventLoop& loop, F factory, std::string host, uint16_t port,
+                       std::source_location where = std::source_location::current()) {
+  return create_connection(loop, std::move(factory), std::move(host), port, ConnectOptions(),
+                           where);
 }
 
 // `options`: only ssl, server_hostname and the TLS timeouts apply.
 template <class F>
-auto create_unix_connection(EventLoop& loop, F factory, std::string path, ConnectOptions options) {
+auto create_unix_connection(EventLoop& loop, F factory, std::string path, ConnectOptions options,
+                            std::source_location where = std::source_location::current()) {
   transports_internal::TypedFactory<F> typed{std::move(factory)};
   return transports_internal::with_protocol(
       transports_internal::create_unix_connection(loop, typed.erased(), std::move(path),
-                                                  std::move(options)),
+                                                  std::move(options), where),
       typed);
 }
 template <class F>
-auto create_unix_connection(EventLoop& loop, F factory, std::string path) {
-  return create_unix_connection(loop, std::move(factory), std::move(path), ConnectOptions());
+auto create_unix_connection(EventLoop& loop, F factory, std::string path,
+                            std::source_location where = std::source_location::current()) {
+  return create_unix_connection(loop, std::move(factory), std::move(path), ConnectOptions(), where);
 }
 
 // Wraps a socket accepted elsewhere; the transport owns it from the call
@@ -386,23 +437,26 @@ auto create_unix_connection(EventLoop& loop, F factory, std::string path) {
 // std::invalid_argument, as are timeouts that are not positive or are set
 // without ssl (checked before anything is sent).
 template <class F>
-auto connect_accepted_socket(EventLoop& loop, F factory, int sock, TlsFields tls) {
+auto connect_accepted_socket(EventLoop& loop, F factory, int sock, TlsFields tls,
+                             std::source_location where = std::source_location::current()) {
   transports_internal::TypedFactory<F> typed{std::move(factory)};
-  return transports_internal::with_protocol(
-      transports_internal::connect_accepted_socket(loop, typed.erased(), sock, std::move(tls)),
-      typed);
+  return transports_internal::with_protocol(transports_internal::connect_accepted_socket(
+                                                loop, typed.erased(), sock, std::move(tls), where),
+                                            typed);
 }
 template <class F>
-auto connect_accepted_socket(EventLoop& loop, F factory, int sock) {
-  return connect_accepted_socket(loop, std::move(factory), sock, TlsFields());
+auto connect_accepted_socket(EventLoop& loop, F factory, int sock,
+                             std::source_location where = std::source_location::current()) {
+  return connect_accepted_socket(loop, std::move(factory), sock, TlsFields(), where);
 }
 
 template <class F>
-auto create_datagram_endpoint(EventLoop& loop, F factory, DatagramOptions options) {
+auto create_datagram_endpoint(EventLoop& loop, F factory, DatagramOptions options,
+                              std::source_location where = std::source_location::current()) {
   transports_internal::TypedFactory<F> typed{std::move(factory)};
-  return transports_internal::with_protocol(
-      transports_internal::create_datagram_endpoint(loop, typed.erased(), std::move(options)),
-      typed);
+  return transports_internal::with_protocol(transports_internal::create_datagram_endpoint(
+                                                loop, typed.erased(), std::move(options), where),
+                                            typed);
 }
 
 // Pipes, FIFOs and character devices such as ttys (standard input and
@@ -438,25 +492,29 @@ auto create_datagram_endpoint(EventLoop& loop, F factory, DatagramOptions option
 // nothing was waiting to be written, else a std::system_error EPIPE
 // (BrokenPipeError); a write after that fails with EPIPE the same way.
 template <class F>
-auto connect_read_pipe(EventLoop& loop, F factory, int fd) {
+auto connect_read_pipe(EventLoop& loop, F factory, int fd,
+                       std::source_location where = std::source_location::current()) {
   transports_internal::TypedFactory<F> typed{std::move(factory)};
   return transports_internal::with_protocol(
-      transports_internal::connect_read_pipe(loop, typed.erased(), fd), typed);
+      transports_internal::connect_read_pipe(loop, typed.erased(), fd, where), typed);
 }
 template <class F>
-auto connect_write_pipe(EventLoop& loop, F factory, int fd) {
+auto connect_write_pipe(EventLoop& loop, F factory, int fd,
+                        std::source_location where = std::source_location::current()) {
   transports_internal::TypedFactory<F> typed{std::move(factory)};
   return transports_internal::with_protocol(
-      transports_internal::connect_write_pipe(loop, typed.erased(), fd), typed);
+      transports_internal::connect_write_pipe(loop, typed.erased(), fd, where), typed);
 }
 
 // Listens on host:port (port 0: any free port; an empty host: every
 // interface; a name resolving to several addresses: a socket for each).
 Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string host,
-                           uint16_t port, ServerOptions options);
+                           uint16_t port, ServerOptions options,
+                           std::source_location where = std::source_location::current());
 inline Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::string host,
-                                  uint16_t port) {
-  return create_server(loop, std::move(factory), std::move(host), port, ServerOptions());
+                                  uint16_t port,
+                                  std::source_location where = std::source_location::current()) {
+  return create_server(loop, std::move(factory), std::move(host), port, ServerOptions(), where);
 }
 // Listens on every address of every host (Python: `host` a sequence of
 // hosts); an empty string among them: every interface; an address that
@@ -467,17 +525,22 @@ inline Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std:
 // of its own: a braced list of strings is ambiguous with std::string's
 // iterator-pair constructor (and GCC 12 rejects it inside co_await).
 Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory, std::vector<std::string> hosts,
-                           uint16_t port, ServerOptions options);
+                           uint16_t port, ServerOptions options,
+                           std::source_location where = std::source_location::current());
 inline Coro<Server> create_server(EventLoop& loop, ProtocolFactory factory,
-                                  std::vector<std::string> hosts, uint16_t port) {
-  return create_server(loop, std::move(factory), std::move(hosts), port, ServerOptions());
+                                  std::vector<std::string> hosts, uint16_t port,
+                                  std::source_location where = std::source_location::current()) {
+  return create_server(loop, std::move(factory), std::move(hosts), port, ServerOptions(), where);
 }
 // Listens on a Unix socket path; a stale socket file is replaced, and the
 // file is removed when the server closes (see ServerOptions::cleanup_socket).
 Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path,
-                                ServerOptions options);
-inline Coro<Server> create_unix_server(EventLoop& loop, ProtocolFactory factory, std::string path) {
-  return create_unix_server(loop, std::move(factory), std::move(path), ServerOptions());
+                                ServerOptions options,
+                                std::source_location where = std::source_location::current());
+inline Coro<Server> create_unix_server(
+    EventLoop& loop, ProtocolFactory factory, std::string path,
+    std::source_location where = std::source_location::current()) {
+  return create_unix_server(loop, std::move(factory), std::move(path), ServerOptions(), where);
 }
 
 // Upgrades a live connection to TLS (loop.start_tls), e.g. after a

@@ -591,8 +591,11 @@ TEST(TransportTest, ConnectionsOpenWhenTheLoopGoesAreTornDown) {
     }
     std::shared_ptr<std::vector<int>> lost_;
   };
+  std::vector<std::string> reports;
   {
     auto loop = new_event_loop();
+    loop->set_exception_handler(
+        [&reports](EventLoop&, const ExceptionContext& ctx) { reports.push_back(ctx.message); });
     run_until_complete(
         *loop, [](EventLoop& l, std::shared_ptr<std::vector<int>> rec) -> Coro<void> {
           auto factory = [rec] { return std::make_shared<Recorder>(rec); };
@@ -603,6 +606,10 @@ TEST(TransportTest, ConnectionsOpenWhenTheLoopGoesAreTornDown) {
         }(*loop, lost));
   }  // the loop goes with both ends open: no leak (ASan), both told
   EXPECT_EQ(*lost, (std::vector<int>{ECONNABORTED, ECONNABORTED}));
+  // ... and reported, as Python's ResourceWarning (unclosed_test.cc has the
+  // details): both connections and the server.
+  ASSERT_EQ(reports.size(), 3u);
+  for (const std::string& r : reports) EXPECT_EQ(r.rfind("unclosed ", 0), 0u) << r;
 }
 
 }  // namespace

@@ -130,15 +130,20 @@ void reap_or_hand_off(int pidfd) noexcept {
 // ChildTransport
 
 ChildTransport::ChildTransport(EventLoop& loop, std::shared_ptr<SubprocessProtocol> protocol,
-                               pid_t pid, int pidfd)
-    : loop_(loop), protocol_(std::move(protocol)), pid_(pid), pidfd_(pidfd) {}
+                               pid_t pid, int pidfd, std::source_location opened_at)
+    : loop_(loop),
+      protocol_(std::move(protocol)),
+      pid_(pid),
+      pidfd_(pidfd),
+      opened_at_(opened_at) {}
 
 ChildTransport::~ChildTransport() {
   // Untracked: finished (nothing left to do; the loop may be gone) or
   // detached from a closed loop.
   if (watcher_ == nullptr) return;
-  // Dropped without close(): as asyncio's __del__, close (kill) it. The
-  // watcher still reaps the child.
+  // Dropped unfinished: as asyncio's __del__, report it unless close() was
+  // called, and close (kill) it. The watcher still reaps the child.
+  report_if_unclosed();
   close();
   watcher_->untrack(this);
 }
@@ -300,8 +305,17 @@ void ChildTransport::finish() {
   if (protocol) protocol->connection_lost(nullptr);
 }
 
+void ChildTransport::report_if_unclosed() {
+  if (closed_) return;
+  std::string state = returncode_ ? "returncode=" + std::to_string(*returncode_) : "running";
+  report_unclosed(&loop_,
+                  "transport <SubprocessTransport pid=" + std::to_string(pid_) + " " + state + ">",
+                  opened_at_);
+}
+
 void ChildTransport::detach() {
   std::shared_ptr<ChildTransport> keep = self();
+  report_if_unclosed();  // the loop closes with it open
   detached_ = true;
   watcher_ = nullptr;
   pending_.reset();

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <source_location>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -62,8 +63,9 @@ void reap_or_hand_off(int pidfd) noexcept;
 
 class ChildTransport final : public SubprocessTransport {
  public:
+  // `opened_at`: the site reported if it goes unclosed.
   ChildTransport(EventLoop& loop, std::shared_ptr<SubprocessProtocol> protocol, pid_t pid,
-                 int pidfd);
+                 int pidfd, std::source_location opened_at);
   ~ChildTransport() override;
 
   // BaseTransport
@@ -101,6 +103,8 @@ class ChildTransport final : public SubprocessTransport {
 
  private:
   void call(absl::AnyInvocable<void()> fn);
+  // Python's "unclosed transport" ResourceWarning, unless close() was called.
+  void report_if_unclosed();
   void try_finish();
   void finish();
   std::shared_ptr<ChildTransport> self() {
@@ -121,6 +125,7 @@ class ChildTransport final : public SubprocessTransport {
   bool detached_ = false;
   bool finished_ = false;            // connection_lost is scheduled
   ChildWatcher* watcher_ = nullptr;  // set while tracked by it
+  std::source_location opened_at_;
 };
 
 // The protocol of one pipe's socket transport: forwards to the

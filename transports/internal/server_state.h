@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <optional>
+#include <source_location>
 #include <stdexcept>
 #include <string>
 #include <unordered_set>
@@ -57,6 +58,10 @@ struct ServerState : std::enable_shared_from_this<ServerState> {
   TimerHandle accept_retry;
   std::shared_ptr<TlsLayer> ssl;  // each connection is a TLS session
   TlsOptions tls_options;
+  // The create_server call's site, reported if the server goes unclosed
+  // (once a Server was handed out), and its connections' site.
+  std::source_location opened_at;
+  bool handed_out = false;
 };
 
 }  // namespace asyncio::transports_internal

@@ -9,6 +9,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <source_location>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -21,6 +22,9 @@
 #include "transports/transports.h"
 
 namespace asyncio::transports_internal {
+
+// "<kind fd=N peername=...>" (or sockname), for the unclosed report.
+std::string describe_socket(const char* kind, int fd);
 
 // TCP_NODELAY on, as asyncio does, when fd is an IPv4 or IPv6 socket.
 void set_nodelay_if_tcp(int fd);
@@ -87,9 +91,12 @@ void unregister_open(EventLoop& loop, OpenTransport* transport);
 
 class SocketTransport final : public Transport, public OpenTransport {
  public:
-  // Takes ownership of `fd` (connected, non-blocking).
+  // Takes ownership of `fd` (connected, non-blocking). `opened_at`: the
+  // site reported if the loop goes with the transport open (see
+  // report_unclosed).
   SocketTransport(EventLoop& loop, int fd, std::shared_ptr<BaseProtocol> protocol,
-                  std::shared_ptr<ServerState> server = nullptr);
+                  std::shared_ptr<ServerState> server = nullptr,
+                  std::source_location opened_at = {});
   ~SocketTransport() override;
 
   // Schedules connection_made, then reading, then `waiter`'s result (as
@@ -171,6 +178,7 @@ class SocketTransport final : public Transport, public OpenTransport {
   } flush_node_;
   bool flush_scheduled_ = false;
   std::optional<Future<void>> sendfile_waiter_;  // its writer watch is ours
+  std::source_location opened_at_;
   bool closing_ = false;
   bool conn_lost_ = false;
   bool paused_ = false;   // pause_reading()
