@@ -14,40 +14,11 @@
 
 #include "absl/debugging/symbolize.h"
 #include "futures/futures.h"
+#include "futures/internal/call_graph_nodes.h"
 
 namespace asyncio {
 namespace futures_internal {
 namespace {
-
-// future_add_to_awaited_by's record: a callback node that names the waiter
-// and holds a reference to it. On completion the reference is dropped from
-// the ready queue, not from the completing future's callback pass: dropping
-// the last reference destroys a frame, which must not happen there.
-struct AwaitedByNode final : CallbackNode, Runnable, Pooled {
-  explicit AwaitedByNode(FutureStateBase* w)
-      : CallbackNode(&AwaitedByNode::on_fire), Runnable(&AwaitedByNode::on_run), waiter(w) {
-    waiter->add_ref();
-  }
-  static void on_fire(CallbackNode* self, FutureStateBase* future) {
-    auto* node = static_cast<AwaitedByNode*>(self);
-    if (future == nullptr) {  // discarded, or the future is being destroyed
-      node->waiter->release();
-      delete node;
-      return;
-    }
-    future->loop().schedule(*node);
-  }
-  static void on_run(Runnable* self, bool) {
-    auto* node = static_cast<AwaitedByNode*>(self);
-    node->waiter->release();
-    delete node;
-  }
-  static const AwaitedByNode* of(const CallbackNode& node) noexcept {
-    return node.fire == &AwaitedByNode::on_fire ? static_cast<const AwaitedByNode*>(&node)
-                                                : nullptr;
-  }
-  FutureStateBase* waiter;
-};
 
 template <class Visit>
 void for_each_callback(const FutureStateBase& future, Visit visit) {
