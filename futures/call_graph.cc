@@ -1,5 +1,7 @@
 #include "futures/call_graph.h"
 
+#include <execinfo.h>
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdlib>
@@ -217,6 +219,40 @@ std::vector<const TaskCore*> pending_task_cores(EventLoop& loop) {
 }
 
 }  // namespace
+
+void report_never_awaited(const void* frame) noexcept {
+  try {
+    // The coroutine frame ABI of GCC and Clang: the resume function first.
+    std::string name = function_name(*static_cast<const void* const*>(frame));
+    if (name.ends_with("()")) name.resize(name.size() - 2);
+    std::string message = "coroutine '" + name + "' was never awaited";
+    EventLoop* loop = running_loop_or_null();
+    if (loop != nullptr && loop->get_debug()) {
+      // The stack of the drop, innermost first as backtrace() gives it,
+      // from the caller of ~Coro (or of operator=) on; at most 10 frames,
+      // as asyncio's debug mode keeps of a coroutine's origin.
+      void* stack[64];
+      const int depth = backtrace(stack, 64);
+      message += "\nCoroutine dropped at (most recent call first):";
+      int shown = 0;
+      for (int i = 1; i < depth && shown < 10; ++i) {
+        std::string caller = function_name(stack[i]);
+        if (shown == 0 && caller.starts_with("asyncio::Coro<")) continue;
+        message += "\n  " + caller;
+        ++shown;
+      }
+    }
+    if (loop != nullptr) {
+      loop->call_exception_handler({message, nullptr, "", ""});
+    } else {
+      message += "\n";
+      std::fwrite(message.data(), 1, message.size(), stderr);
+      std::fflush(stderr);
+    }
+  } catch (...) {
+    // A report must not throw out of a destructor; nothing else to do.
+  }
+}
 
 TaskCore* waking_task(const CallbackNode& node) noexcept {
   return node.fire == &WakeNode::wake ? static_cast<const WakeNode&>(node).task : nullptr;
