@@ -229,18 +229,28 @@ void report_never_awaited(const void* frame) noexcept {
     EventLoop* loop = running_loop_or_null();
     if (loop != nullptr && loop->get_debug()) {
       // The stack of the drop, innermost first as backtrace() gives it,
-      // from the caller of ~Coro (or of operator=) on; at most 10 frames,
-      // as asyncio's debug mode keeps of a coroutine's origin.
+      // from the caller of ~Coro (or of operator=) on: the frames up to the
+      // first run of Coro's own are left out (this function, backtrace's
+      // interceptor under a sanitizer). At most 10 frames, as asyncio's
+      // debug mode keeps of a coroutine's origin.
       void* stack[64];
       const int depth = backtrace(stack, 64);
-      message += "\nCoroutine dropped at (most recent call first):";
-      int shown = 0;
-      for (int i = 1; i < depth && shown < 10; ++i) {
-        std::string caller = function_name(stack[i]);
-        if (shown == 0 && caller.starts_with("asyncio::Coro<")) continue;
-        message += "\n  " + caller;
-        ++shown;
+      std::vector<std::string> names;
+      size_t first = 1;  // without a Coro frame (inlined): all but this function
+      bool seen_coro = false;
+      bool past_coro = false;
+      for (int i = 0; i < depth; ++i) {
+        names.push_back(function_name(stack[i]));
+        if (past_coro) continue;
+        if (names.back().starts_with("asyncio::Coro<")) {
+          seen_coro = true;
+          first = names.size();
+        } else {
+          past_coro = seen_coro;
+        }
       }
+      message += "\nCoroutine dropped at (most recent call first):";
+      for (size_t i = first; i < names.size() && i < first + 10; ++i) message += "\n  " + names[i];
     }
     if (loop != nullptr) {
       loop->call_exception_handler({message, nullptr, "", ""});
