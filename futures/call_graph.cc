@@ -86,10 +86,38 @@ std::vector<const TaskCore*> awaiting_tasks(const FutureStateBase& future) {
   return tasks;
 }
 
-// "app::fetch()" from the symbol of the coroutine's body.
+// "asyncio::wait" from a symbol the symbolizer left mangled (Clang mangles a
+// requires-clause it cannot read): the leading components of its nested
+// name, _ZN<length><identifier>...; empty if it is not one.
+std::string nested_name(std::string_view mangled) {
+  if (!mangled.starts_with("_ZN")) return "";
+  mangled.remove_prefix(3);
+  std::string name;
+  while (!mangled.empty() && mangled.front() >= '0' && mangled.front() <= '9') {
+    size_t length = 0;
+    while (!mangled.empty() && mangled.front() >= '0' && mangled.front() <= '9') {
+      length = length * 10 + static_cast<size_t>(mangled.front() - '0');
+      mangled.remove_prefix(1);
+    }
+    if (length > mangled.size()) return "";
+    if (!name.empty()) name += "::";
+    name += mangled.substr(0, length);
+    mangled.remove_prefix(length);
+  }
+  return name;
+}
+
+// "app::fetch()" from the symbol of the coroutine's body. As GCC's symbols
+// read, a function template's arguments are left out (Clang's keep an empty
+// "<>").
 std::string function_name(const void* code) {
   char symbol[1024];
-  if (absl::Symbolize(const_cast<void*>(code), symbol, sizeof symbol)) return symbol;
+  if (absl::Symbolize(const_cast<void*>(code), symbol, sizeof symbol)) {
+    std::string name = symbol;
+    if (std::string nested = nested_name(name); !nested.empty()) return nested + "()";
+    if (name.ends_with("<>()")) name.erase(name.size() - 4, 2);
+    return name;
+  }
   char address[32];
   std::snprintf(address, sizeof address, "%p", code);
   return address;

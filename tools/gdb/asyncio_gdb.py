@@ -65,6 +65,8 @@ def _function_name(resume_address):
     if name is None:
         return "%#x" % resume_address
     name = re.sub(r" \[clone [^\]]*\]$", "", name)
+    if name.startswith("_Z"):
+        return _nested_name(name) + "()"
     # Cut the parameter list: the parenthesized group that ends the name.
     if name.endswith(")"):
         depth = 0
@@ -86,7 +88,37 @@ def _function_name(resume_address):
             depth -= 1
         elif c == " " and depth == 0:
             start = i + 1
-    return name[start:] + "()"
+    name = name[start:]
+    # The function's own template arguments, which the program's call graphs
+    # (absl's symbolizer) leave out.
+    if name.endswith(">"):
+        depth = 0
+        for i in range(len(name) - 1, -1, -1):
+            if name[i] == ">":
+                depth += 1
+            elif name[i] == "<":
+                depth -= 1
+                if depth == 0:
+                    name = name[:i]
+                    break
+    return name + "()"
+
+
+def _nested_name(mangled):
+    """"asyncio::wait" from a symbol gdb could not demangle (Clang mangles a
+    requires-clause that gdb's demangler does not know): the leading
+    components of its nested name, _ZN<length><identifier>..."""
+    match = re.match(r"_ZN((?:\d+[A-Za-z_]\w*)+)", mangled)
+    if not match:
+        return mangled
+    parts = []
+    rest = match.group(1)
+    while rest and rest[0].isdigit():
+        length = int(re.match(r"\d+", rest).group(0))
+        digits = len(str(length))
+        parts.append(rest[digits:digits + length])
+        rest = rest[digits + length:]
+    return "::".join(parts)
 
 
 def _read_pointer(address):
