@@ -68,16 +68,7 @@ def _function_name(resume_address):
     if name.startswith("_Z"):
         return _nested_name(name) + "()"
     # Cut the parameter list: the parenthesized group that ends the name.
-    if name.endswith(")"):
-        depth = 0
-        for i in range(len(name) - 1, -1, -1):
-            if name[i] == ")":
-                depth += 1
-            elif name[i] == "(":
-                depth -= 1
-                if depth == 0:
-                    name = name[:i]
-                    break
+    name = _cut_trailing_group(name, "(", ")")
     # A template function's demangled name starts with its return type.
     depth = 0
     start = 0
@@ -91,17 +82,22 @@ def _function_name(resume_address):
     name = name[start:]
     # The function's own template arguments, which the program's call graphs
     # (absl's symbolizer) leave out.
-    if name.endswith(">"):
-        depth = 0
-        for i in range(len(name) - 1, -1, -1):
-            if name[i] == ">":
-                depth += 1
-            elif name[i] == "<":
-                depth -= 1
-                if depth == 0:
-                    name = name[:i]
-                    break
-    return name + "()"
+    return _cut_trailing_group(name, "<", ">") + "()"
+
+
+def _cut_trailing_group(name, opening, closing):
+    """`name` without the bracketed group that ends it, if one does."""
+    if not name.endswith(closing):
+        return name
+    depth = 0
+    for i in range(len(name) - 1, -1, -1):
+        if name[i] == closing:
+            depth += 1
+        elif name[i] == opening:
+            depth -= 1
+            if depth == 0:
+                return name[:i]
+    return name
 
 
 def _nested_name(mangled):
