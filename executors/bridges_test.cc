@@ -493,16 +493,24 @@ TEST(RunCoroutineThreadsafeTest, CancelledBeforeItStarts) {
 TEST(RunCoroutineThreadsafeTest, ClosedLoopFailsTheFuture) {
   auto loop = new_event_loop();
   loop->close();
+  testing::internal::CaptureStderr();
   auto f = run_coroutine_threadsafe(add_later(1, 1), *loop);
   EXPECT_TRUE(f.done());
   EXPECT_THROW(f.result(), std::runtime_error);
+  // As asyncio, the coroutine that never ran is reported as never awaited.
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("add_later' was never awaited"),
+            std::string::npos);
 }
 
 TEST(RunCoroutineThreadsafeTest, LoopClosedBeforeTheTaskStartsFailsTheFuture) {
   auto loop = new_event_loop();
+  testing::internal::CaptureStderr();
   auto f = run_coroutine_threadsafe(add_later(1, 1), *loop);
   loop->close();  // the starter is dropped
   EXPECT_THROW(f.result(1s), std::runtime_error);
+  // As asyncio, the coroutine that never ran is reported as never awaited.
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("add_later' was never awaited"),
+            std::string::npos);
 }
 
 TEST(RunCoroutineThreadsafeTest, LoopClosedWhileTheTaskIsPendingFailsTheFuture) {

@@ -1,5 +1,7 @@
 #include "futures/call_graph.h"
 
+#include <execinfo.h>
+
 #include <algorithm>
 #include <cinttypes>
 #include <cstdlib>
@@ -14,40 +16,11 @@
 
 #include "absl/debugging/symbolize.h"
 #include "futures/futures.h"
+#include "futures/internal/call_graph_nodes.h"
 
 namespace asyncio {
 namespace futures_internal {
 namespace {
-
-// future_add_to_awaited_by's record: a callback node that names the waiter
-// and holds a reference to it. On completion the reference is dropped from
-// the ready queue, not from the completing future's callback pass: dropping
-// the last reference destroys a frame, which must not happen there.
-struct AwaitedByNode final : CallbackNode, Runnable, Pooled {
-  explicit AwaitedByNode(FutureStateBase* w)
-      : CallbackNode(&AwaitedByNode::on_fire), Runnable(&AwaitedByNode::on_run), waiter(w) {
-    waiter->add_ref();
-  }
-  static void on_fire(CallbackNode* self, FutureStateBase* future) {
-    auto* node = static_cast<AwaitedByNode*>(self);
-    if (future == nullptr) {  // discarded, or the future is being destroyed
-      node->waiter->release();
-      delete node;
-      return;
-    }
-    future->loop().schedule(*node);
-  }
-  static void on_run(Runnable* self, bool) {
-    auto* node = static_cast<AwaitedByNode*>(self);
-    node->waiter->release();
-    delete node;
-  }
-  static const AwaitedByNode* of(const CallbackNode& node) noexcept {
-    return node.fire == &AwaitedByNode::on_fire ? static_cast<const AwaitedByNode*>(&node)
-                                                : nullptr;
-  }
-  FutureStateBase* waiter;
-};
 
 template <class Visit>
 void for_each_callback(const FutureStateBase& future, Visit visit) {
@@ -113,10 +86,38 @@ std::vector<const TaskCore*> awaiting_tasks(const FutureStateBase& future) {
   return tasks;
 }
 
-// "app::fetch()" from the symbol of the coroutine's body.
+// "asyncio::wait" from a symbol the symbolizer left mangled (Clang mangles a
+// requires-clause it cannot read): the leading components of its nested
+// name, _ZN<length><identifier>...; empty if it is not one.
+std::string nested_name(std::string_view mangled) {
+  if (!mangled.starts_with("_ZN")) return "";
+  mangled.remove_prefix(3);
+  std::string name;
+  while (!mangled.empty() && mangled.front() >= '0' && mangled.front() <= '9') {
+    size_t length = 0;
+    while (!mangled.empty() && mangled.front() >= '0' && mangled.front() <= '9') {
+      length = length * 10 + static_cast<size_t>(mangled.front() - '0');
+      mangled.remove_prefix(1);
+    }
+    if (length > mangled.size()) return "";
+    if (!name.empty()) name += "::";
+    name += mangled.substr(0, length);
+    mangled.remove_prefix(length);
+  }
+  return name;
+}
+
+// "app::fetch()" from the symbol of the coroutine's body. As GCC's symbols
+// read, a function template's arguments are left out (Clang's keep an empty
+// "<>").
 std::string function_name(const void* code) {
   char symbol[1024];
-  if (absl::Symbolize(const_cast<void*>(code), symbol, sizeof symbol)) return symbol;
+  if (absl::Symbolize(const_cast<void*>(code), symbol, sizeof symbol)) {
+    std::string name = symbol;
+    if (std::string nested = nested_name(name); !nested.empty()) return nested + "()";
+    if (name.ends_with("<>()")) name.erase(name.size() - 4, 2);
+    return name;
+  }
   char address[32];
   std::snprintf(address, sizeof address, "%p", code);
   return address;
@@ -246,6 +247,50 @@ std::vector<const TaskCore*> pending_task_cores(EventLoop& loop) {
 }
 
 }  // namespace
+
+void report_never_awaited(const void* frame) noexcept {
+  try {
+    // The coroutine frame ABI of GCC and Clang: the resume function first.
+    std::string name = function_name(*static_cast<const void* const*>(frame));
+    if (name.ends_with("()")) name.resize(name.size() - 2);
+    std::string message = "coroutine '" + name + "' was never awaited";
+    EventLoop* loop = running_loop_or_null();
+    if (loop != nullptr && loop->get_debug()) {
+      // The stack of the drop, innermost first as backtrace() gives it,
+      // from the caller of ~Coro (or of operator=) on: the frames up to the
+      // first run of Coro's own are left out (this function, backtrace's
+      // interceptor under a sanitizer). At most 10 frames, as asyncio's
+      // debug mode keeps of a coroutine's origin.
+      void* stack[64];
+      const int depth = backtrace(stack, 64);
+      std::vector<std::string> names;
+      size_t first = 1;  // without a Coro frame (inlined): all but this function
+      bool seen_coro = false;
+      bool past_coro = false;
+      for (int i = 0; i < depth; ++i) {
+        names.push_back(function_name(stack[i]));
+        if (past_coro) continue;
+        if (names.back().starts_with("asyncio::Coro<")) {
+          seen_coro = true;
+          first = names.size();
+        } else {
+          past_coro = seen_coro;
+        }
+      }
+      message += "\nCoroutine dropped at (most recent call first):";
+      for (size_t i = first; i < names.size() && i < first + 10; ++i) message += "\n  " + names[i];
+    }
+    if (loop != nullptr) {
+      loop->call_exception_handler({message, nullptr, "", ""});
+    } else {
+      message += "\n";
+      std::fwrite(message.data(), 1, message.size(), stderr);
+      std::fflush(stderr);
+    }
+  } catch (...) {
+    // A report must not throw out of a destructor; nothing else to do.
+  }
+}
 
 TaskCore* waking_task(const CallbackNode& node) noexcept {
   return node.fire == &WakeNode::wake ? static_cast<const WakeNode&>(node).task : nullptr;

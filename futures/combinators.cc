@@ -1,6 +1,7 @@
 #include <unordered_map>
 
 #include "futures/futures.h"
+#include "futures/internal/call_graph_nodes.h"
 
 namespace asyncio {
 namespace futures_internal {
@@ -36,18 +37,10 @@ class GatherState final : public FutureStateBase, public Pooled {
     return any;
   }
 
-  // The outer future a child's callback node belongs to (capture_call_graph).
-  static GatherState* owner_of(const CallbackNode& node) noexcept {
-    if (node.fire != &GatherState::on_child_done) return nullptr;
-    return static_cast<const ChildNode&>(node).owner;
-  }
+  // A child is done (GatherChildNode's fire).
+  void child_done(FutureStateBase* child);
 
  private:
-  struct ChildNode : CallbackNode {
-    ChildNode() : CallbackNode(&GatherState::on_child_done) {}
-    GatherState* owner = nullptr;
-  };
-
   ~GatherState() override {
     for (size_t i = 0; i < nodes_.size(); ++i) {
       if (nodes_[i].linked()) children_[i]->remove_callback(&nodes_[i]);
@@ -56,61 +49,46 @@ class GatherState final : public FutureStateBase, public Pooled {
   }
   void destroy() noexcept override { delete this; }
 
-  static void on_child_done(CallbackNode* self, FutureStateBase* child) {
-    if (child == nullptr) return;
-    GatherState* g = static_cast<ChildNode*>(self)->owner;
-    ++g->finished_;
-    if (g->done()) {
-      if (!child->cancelled()) child->mark_retrieved();
-      return;
-    }
-    if (!g->return_exceptions_) {
-      if (child->cancelled()) {
-        g->set_exception(child->stored_exception());
-        return;
-      }
-      if (child->stored_exception()) {
-        child->mark_retrieved();
-        g->set_exception(child->stored_exception());
-        return;
-      }
-    }
-    if (g->finished_ == g->children_.size()) {
-      if (g->cancel_requested_) {
-        g->set_exception(child->cancelled() ? child->stored_exception()
-                                            : std::make_exception_ptr(CancelledError()));
-      } else {
-        g->mark_finished();
-      }
-    }
-  }
-
   std::vector<FutureStateBase*> children_;
-  std::vector<ChildNode> nodes_;
+  std::vector<GatherChildNode> nodes_;
   size_t finished_ = 0;
   bool return_exceptions_;
   bool cancel_requested_ = false;
 };
 
-// One watched future of wait().
-struct WaitContext;
-struct WaitNode : CallbackNode {
-  WaitNode() : CallbackNode(&WaitNode::on_done) {}
-  WaitNode(WaitNode&&) noexcept : WaitNode() {}
-  ~WaitNode() {
-    if (linked()) child->remove_callback(this);
+void GatherState::child_done(FutureStateBase* child) {
+  ++finished_;
+  if (done()) {
+    if (!child->cancelled()) child->mark_retrieved();
+    return;
   }
-  static void on_done(CallbackNode* self, FutureStateBase* future);
-  WaitContext* context = nullptr;
-  FutureStateBase* child = nullptr;
-};
+  if (!return_exceptions_) {
+    if (child->cancelled()) {
+      set_exception(child->stored_exception());
+      return;
+    }
+    if (child->stored_exception()) {
+      child->mark_retrieved();
+      set_exception(child->stored_exception());
+      return;
+    }
+  }
+  if (finished_ == children_.size()) {
+    if (cancel_requested_) {
+      set_exception(child->cancelled() ? child->stored_exception()
+                                       : std::make_exception_ptr(CancelledError()));
+    } else {
+      mark_finished();
+    }
+  }
+}
 
-struct WaitContext {
-  Future<void> waiter;
-  TimerHandle timer;
-  size_t counter = 0;
-  ReturnWhen when = ReturnWhen::ALL_COMPLETED;
-};
+}  // namespace
+
+void GatherChildNode::on_child_done(CallbackNode* self, FutureStateBase* child) {
+  if (child == nullptr) return;
+  static_cast<GatherState*>(static_cast<GatherChildNode*>(self)->owner)->child_done(child);
+}
 
 void WaitNode::on_done(CallbackNode* self, FutureStateBase* future) {
   if (future == nullptr) return;
@@ -128,10 +106,10 @@ void WaitNode::on_done(CallbackNode* self, FutureStateBase* future) {
   }
 }
 
-}  // namespace
-
 FutureStateBase* combinator_future(const CallbackNode& node) noexcept {
-  if (GatherState* gather = GatherState::owner_of(node)) return gather;
+  if (node.fire == &GatherChildNode::on_child_done) {
+    return static_cast<const GatherChildNode&>(node).owner;
+  }
   if (node.fire == &WaitNode::on_done) {
     return Access::state(static_cast<const WaitNode&>(node).context->waiter);
   }

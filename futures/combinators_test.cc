@@ -256,7 +256,10 @@ TEST(WaitForTest, NanTimeoutIsRejectedAndTheAwaitableKept) {
     const auto nan = std::chrono::duration<double>(std::numeric_limits<double>::quiet_NaN());
     Task<int> t = create_task(value_after(1ms, 6));
     EXPECT_THROW(co_await wait_for(t, nan), std::invalid_argument);
-    EXPECT_THROW(co_await wait_for(value_after(1ms, 7), nan), std::invalid_argument);
+    Coro<int> kept = value_after(1ms, 7);
+    EXPECT_THROW(co_await wait_for(std::move(kept), nan), std::invalid_argument);
+    EXPECT_TRUE(kept.valid()) << "the refused Coro is left to its owner";
+    kept.close();
     EXPECT_EQ(co_await t, 6) << "the task was neither cancelled nor lost";
     EXPECT_EQ(current_task()->cancelling(), 0);
   }());

@@ -25,6 +25,7 @@ TEST(DebugModeTest, FuturesAndTasksRefuseOtherThreads) {
         bool set_result_threw = false;
         bool cancel_threw = false;
         bool create_task_threw = false;
+        testing::internal::CaptureStderr();
         std::thread other([&] {
           try {
             future.set_result(1);
@@ -37,7 +38,7 @@ TEST(DebugModeTest, FuturesAndTasksRefuseOtherThreads) {
             cancel_threw = true;
           }
           try {
-            create_task(loop, answer());  // the Coro keeps its frame: nothing leaks
+            create_task(loop, answer());  // the frame is dropped: nothing leaks
           } catch (const std::runtime_error&) {
             create_task_threw = true;
           }
@@ -45,6 +46,9 @@ TEST(DebugModeTest, FuturesAndTasksRefuseOtherThreads) {
         });
         co_await checked;
         other.join();
+        // As asyncio, the refused coroutine is reported as never awaited.
+        EXPECT_NE(testing::internal::GetCapturedStderr().find("answer' was never awaited"),
+                  std::string::npos);
         EXPECT_TRUE(set_result_threw);
         EXPECT_TRUE(cancel_threw);
         EXPECT_TRUE(create_task_threw);

@@ -4,6 +4,7 @@
 // file, compiled with -g. GCC describes a class with virtual functions only
 // where its vtable is emitted, unless -femit-class-debug-always.
 #include "futures/futures.h"
+#include "futures/internal/call_graph_nodes.h"
 #include "futures/internal/core.h"
 
 namespace asyncio::futures_internal {
@@ -16,6 +17,9 @@ struct GdbTypes {
   FutureStateBase* future;
   CallbackNode* callback;
   WakeNode* wake;
+  AwaitedByNode* awaited_by;
+  GatherChildNode* gather_child;
+  WaitNode* wait;
   GeneratorControl* generator;
   Runnable* runnable;
 };

@@ -92,7 +92,11 @@ TEST(RunnerTest, ClosedRunnerRaises) {
   Runner runner;
   runner.run(add_later(1, 1));
   runner.close();
+  testing::internal::CaptureStderr();
   EXPECT_THROW(runner.run(add_later(1, 1)), std::runtime_error);
+  // As asyncio, the refused coroutine is reported as never awaited.
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("add_later' was never awaited"),
+            std::string::npos);
   try {
     runner.get_loop();
     FAIL() << "get_loop() on a closed runner";
@@ -132,6 +136,7 @@ TEST(RunnerTest, RunInsideARunningLoopRaises) {
   Runner outer;
   Runner inner;
   outer.run([](Runner& in) -> Coro<void> {
+    testing::internal::CaptureStderr();
     try {
       in.run(add_later(1, 1));
       ADD_FAILURE() << "Runner.run inside a running loop";
@@ -139,6 +144,11 @@ TEST(RunnerTest, RunInsideARunningLoopRaises) {
       EXPECT_STREQ(e.what(), "Runner.run() cannot be called from a running event loop");
     }
     EXPECT_THROW(run(add_later(1, 1)), std::runtime_error);
+    // As asyncio, each refused coroutine is reported as never awaited.
+    const std::string reports = testing::internal::GetCapturedStderr();
+    const size_t first = reports.find("add_later' was never awaited");
+    EXPECT_NE(first, std::string::npos);
+    EXPECT_NE(reports.find("add_later' was never awaited", first + 1), std::string::npos);
     co_return;
   }(inner));
 }

@@ -77,7 +77,12 @@ Task<T> TaskGroup::create_task(Coro<T> coro, std::string name, std::source_locat
 
 template <class T>
 Task<T> TaskGroup::create_task(Coro<T> coro, TaskOptions options, std::source_location where) {
-  futures_internal::check_group_accepts_tasks(*state_);
+  try {
+    futures_internal::check_group_accepts_tasks(*state_);
+  } catch (...) {
+    coro.close();  // as asyncio: a refused coroutine is closed, not reported as never awaited
+    throw;
+  }
   Task<T> task = asyncio::create_task(futures_internal::group_loop(*state_), std::move(coro),
                                       std::move(options), where);
   AnyTask tracked(task);

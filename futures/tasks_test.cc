@@ -305,7 +305,11 @@ TEST(TaskTest, DebugModeReportsSlowTaskSteps) {
 TEST(TaskTest, RunInsideARunningLoopThrows) {
   run([]() -> Coro<void> {
     auto noop = []() -> Coro<void> { co_return; };
+    testing::internal::CaptureStderr();
     EXPECT_THROW(run(noop()), std::runtime_error);
+    // As asyncio, the refused coroutine is reported as never awaited.
+    EXPECT_NE(testing::internal::GetCapturedStderr().find("' was never awaited"),
+              std::string::npos);
     co_return;
   }());
 }
@@ -402,7 +406,11 @@ TEST(TaskTest, AbandonedTaskIsReportedAndItsFrameReleased) {
 TEST(TaskTest, CreateTaskOnClosedLoopThrows) {
   auto loop = new_event_loop();
   loop->close();
+  testing::internal::CaptureStderr();
   EXPECT_THROW(create_task(*loop, add_later(1, 1)), std::runtime_error);
+  // As asyncio, the refused coroutine is reported as never awaited.
+  EXPECT_NE(testing::internal::GetCapturedStderr().find("add_later' was never awaited"),
+            std::string::npos);
 }
 
 TEST(TaskTest, AwaitOutsideATaskThrows) {

@@ -139,10 +139,24 @@ decltype(auto) futures_internal::invoke_timeout_body(Body& body, Timeout& cm) {
   }
 }
 
+namespace futures_internal {
+// A Coro body refused before it runs is closed, not reported as never
+// awaited: in Python the body's coroutine would not have been made yet.
+template <class Body>
+void close_refused(Body& body) {
+  if constexpr (iscoroutine<Body>) body.close();
+}
+}  // namespace futures_internal
+
 template <class Body>
 Coro<await_result_t<futures_internal::TimeoutBodyAwaitable<Body>>> Timeout::run(Body body) {
   using R = await_result_t<futures_internal::TimeoutBodyAwaitable<Body>>;
-  enter();
+  try {
+    enter();
+  } catch (...) {
+    futures_internal::close_refused(body);
+    throw;
+  }
   std::conditional_t<std::is_void_v<R>, bool, std::optional<R>> result{};
   std::exception_ptr failure;
   bool cancelled = false;
@@ -178,6 +192,7 @@ Coro<await_result_t<futures_internal::TimeoutBodyAwaitable<Body>>> timeout(Optio
   std::optional<double> when;
   if (delay) {
     const double seconds = delay->count();
+    if (std::isnan(seconds)) futures_internal::close_refused(body);
     futures_internal::check_timeout_not_nan(seconds, "timeout");
     if (!(std::isinf(seconds) && seconds > 0)) when = get_running_loop().time() + seconds;
   }

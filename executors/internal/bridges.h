@@ -160,7 +160,13 @@ class CoroStarter {
 
   void operator()() {
     std::shared_ptr<CoroBridge<T>> b = std::move(bridge_);
-    if (b->future.cancelled()) return;  // cancelled before it started: never runs
+    if (b->future.cancelled()) {
+      // Cancelled before it started: never runs. Closed, not reported as
+      // never awaited: asyncio makes the task and cancels it before its
+      // first step, which closes the coroutine.
+      coro_.close();
+      return;
+    }
     EventLoop& loop = *b->loop;
     BridgeRegistry& registry = BridgeRegistry::of(loop);
     b->loop_ref = registry.ref();

@@ -11,8 +11,10 @@ They read the program's memory only (no function of the program is
 called), so they work on a live process stopped anywhere, a loop thread
 stuck in a callback included, and on a core file. They walk the process's
 list of task registries (TaskRegistry::live_head_), each registry's pending
-tasks, and each task's chain of suspended coroutine frames (a frame starts
-with its resume function, whose symbol names the coroutine).
+tasks, each task's chain of suspended coroutine frames (a frame starts
+with its resume function, whose symbol names the coroutine), and who awaits
+each task, read from its done-callbacks as capture_call_graph reads them,
+through gather, wait, wait_for, shield, as_completed and TaskGroup.
 
 The program needs the DWARF description of the library's structures: link
 //futures:gdb_types (or build everything with -g) and keep debug sections
@@ -63,17 +65,10 @@ def _function_name(resume_address):
     if name is None:
         return "%#x" % resume_address
     name = re.sub(r" \[clone [^\]]*\]$", "", name)
+    if name.startswith("_Z"):
+        return _nested_name(name) + "()"
     # Cut the parameter list: the parenthesized group that ends the name.
-    if name.endswith(")"):
-        depth = 0
-        for i in range(len(name) - 1, -1, -1):
-            if name[i] == ")":
-                depth += 1
-            elif name[i] == "(":
-                depth -= 1
-                if depth == 0:
-                    name = name[:i]
-                    break
+    name = _cut_trailing_group(name, "(", ")")
     # A template function's demangled name starts with its return type.
     depth = 0
     start = 0
@@ -84,7 +79,42 @@ def _function_name(resume_address):
             depth -= 1
         elif c == " " and depth == 0:
             start = i + 1
-    return name[start:] + "()"
+    name = name[start:]
+    # The function's own template arguments, which the program's call graphs
+    # (absl's symbolizer) leave out.
+    return _cut_trailing_group(name, "<", ">") + "()"
+
+
+def _cut_trailing_group(name, opening, closing):
+    """`name` without the bracketed group that ends it, if one does."""
+    if not name.endswith(closing):
+        return name
+    depth = 0
+    for i in range(len(name) - 1, -1, -1):
+        if name[i] == closing:
+            depth += 1
+        elif name[i] == opening:
+            depth -= 1
+            if depth == 0:
+                return name[:i]
+    return name
+
+
+def _nested_name(mangled):
+    """"asyncio::wait" from a symbol gdb could not demangle (Clang mangles a
+    requires-clause that gdb's demangler does not know): the leading
+    components of its nested name, _ZN<length><identifier>..."""
+    match = re.match(r"_ZN((?:\d+[A-Za-z_]\w*)+)", mangled)
+    if not match:
+        return mangled
+    parts = []
+    rest = match.group(1)
+    while rest and rest[0].isdigit():
+        length = int(re.match(r"\d+", rest).group(0))
+        digits = len(str(length))
+        parts.append(rest[digits:digits + length])
+        rest = rest[digits + length:]
+    return "::".join(parts)
 
 
 def _read_pointer(address):
@@ -142,31 +172,77 @@ class Task:
         return stack
 
     def awaiters(self, tasks_by_address):
-        """The tasks awaiting this one, read from its done-callbacks: a task's
-        wake-up (co_await) and future_add_to_awaited_by's records (TaskGroup)."""
-        found = []
-        first = int(self.core["callbacks_"])
-        node = first
-        runnable_size = gdb.lookup_type("asyncio::Runnable").sizeof
-        callback_type = _type("CallbackNode")
-        while node:
-            callback = gdb.Value(node).cast(callback_type.pointer()).dereference()
-            fire = _symbol(int(callback["fire"])) or ""
-            waiter = None
-            if "WakeNode::wake(" in fire:
-                wake = gdb.Value(node).cast(_type("WakeNode").pointer()).dereference()
-                waiter = int(wake["task"])
-            elif "AwaitedByNode::on_fire(" in fire:
-                # struct AwaitedByNode : CallbackNode, Runnable, Pooled (empty)
-                # { FutureStateBase* waiter; }, whose type is private to
-                # call_graph.cc.
-                waiter = _read_pointer(node + callback_type.sizeof + runnable_size)
-            if waiter in tasks_by_address and waiter not in found:
-                found.append(waiter)
-            node = int(callback["next"])
-            if node == first:
-                break
-        return found
+        """The tasks awaiting this one (see _awaiting_tasks)."""
+        return _awaiting_tasks(self.address, tasks_by_address)
+
+
+def _callback_nodes(future):
+    """The done-callback nodes of the FutureStateBase at `future` (a circular list)."""
+    # Read at the member's offset: a FutureStateBase value would make gdb
+    # look for the dynamic type's RTTI, which a type private to a .cc lacks.
+    offset = next(f.bitpos for f in _type("FutureStateBase").fields() if f.name == "callbacks_")
+    first = _read_pointer(future + offset // 8)
+    node = first
+    nodes = []
+    while node and len(nodes) < 100000:
+        nodes.append(node)
+        node = int(gdb.Value(node).cast(_type("CallbackNode").pointer()).dereference()["next"])
+        if node == first:
+            break
+    return nodes
+
+
+def _node(address, name):
+    return gdb.Value(address).cast(_type(name).pointer()).dereference()
+
+
+def _awaiters_of(future, seen):
+    """awaiters_of in futures/call_graph.cc: the futures and tasks awaiting
+    `future`, read from its done-callbacks (futures/internal/call_graph_nodes.h),
+    each known by its fire function: a task's wake-up (co_await), a record of
+    future_add_to_awaited_by (TaskGroup, shield, as_completed), and the nodes
+    of gather and wait, whose outer future and waiter are seen through."""
+    if future in seen:
+        return []
+    seen.add(future)
+    found = []
+
+    def add(waiter):
+        if waiter and waiter not in found:
+            found.append(waiter)
+
+    for node in _callback_nodes(future):
+        fire = _symbol(int(_node(node, "CallbackNode")["fire"])) or ""
+        if "WakeNode::wake(" in fire:
+            add(int(_node(node, "WakeNode")["task"]))
+        elif "AwaitedByNode::on_fire(" in fire:
+            add(int(_node(node, "AwaitedByNode")["waiter"]))
+        elif "GatherChildNode::on_child_done(" in fire:
+            for waiter in _awaiters_of(int(_node(node, "GatherChildNode")["owner"]), seen):
+                add(waiter)
+        elif "WaitNode::on_done(" in fire:
+            context = _node(node, "WaitNode")["context"].dereference()
+            for waiter in _awaiters_of(int(context["waiter"]["state_"]), seen):
+                add(waiter)
+    return found
+
+
+def _awaiting_tasks(future, tasks_by_address):
+    """awaiting_tasks in futures/call_graph.cc: the tasks awaiting `future`,
+    through plain futures that await it."""
+    tasks = []
+    visited = {future}
+    pending = _awaiters_of(future, set())
+    while pending:
+        waiter = pending.pop()
+        if waiter in visited:
+            continue
+        visited.add(waiter)
+        if waiter in tasks_by_address:
+            tasks.append(waiter)
+        else:
+            pending.extend(_awaiters_of(waiter, set()))
+    return tasks
 
 
 class Loop:

@@ -42,13 +42,22 @@ gdb -nx -batch -x "$script" \
 cat "$live"
 
 expect "$live" "loop #1 at 0x"
-expect "$live" ": 4 pending tasks"
+expect "$live" ": 9 pending tasks"
 sed -n '/^== tasks$/,/^== tree$/p' "$live" >"$live.tasks"
 expect "$live.tasks" "task name  state    awaited by  coroutine stack"
 expect "$live.tasks" "  main       pending              asyncio::TaskGroup::join() -> app::main_task()"
 expect "$live.tasks" "  fetch-a    pending  main        app::fetch_a()"
 expect "$live.tasks" "  fetch-b    pending  main        app::read_reply() -> app::fetch_b()"
 expect "$live.tasks" "  parse      pending  fetch-a     app::read_reply() -> app::parse()"
+# Through gather's outer future and wait's waiter to the awaiting task.
+expect "$live.tasks" "  gatherer   pending  main        asyncio::futures_internal::gather_tuple() -> app::gather_both()"
+expect "$live.tasks" "  gather-1   pending  gatherer    app::read_reply()"
+expect "$live.tasks" "  gather-2   pending  gatherer    app::read_reply()"
+expect "$live.tasks" "  waited     pending  waiter      app::read_reply()"
+if grep -q "^warning: RTTI" "$live"; then
+  echo "gdb warned while reading the tasks"
+  fail=1
+fi
 sed -n '/^== tree$/,/^== end$/p' "$live" | grep -v '^== end$' >"$live.tree"
 check_tree "$live.tree"
 
