@@ -79,6 +79,17 @@ std::atomic<bool> g_epoll_pwait2_refused{false};
 // The longest single wait in epoll: a day.
 constexpr double kMaxPollSeconds = 86400;
 
+// The wait in epoll for a delay in seconds: -1 for +infinity (only timers
+// that never fire), whole nanoseconds rounded up otherwise.
+int64_t poll_timeout_ns(double delay) {
+  if (delay <= 0) return 0;
+  if (std::isinf(delay)) return -1;
+  // Converting a larger delay to nanoseconds would overflow; waking up to
+  // look again is harmless.
+  if (delay >= kMaxPollSeconds) return static_cast<int64_t>(kMaxPollSeconds) * 1000000000;
+  return static_cast<int64_t>(std::ceil(delay * 1e9));
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -400,9 +411,8 @@ TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb) {
   if (std::isnan(when)) throw std::invalid_argument("call_at: the time is NaN");
   check_thread();
   capture_context(cb);
-  auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
+  auto* node = CallbackNode::new_timer(this, std::move(cb), ++timer_seq_);
   node->when = when;
-  node->timer_seq = timer_seq_++;
   node->in_heap = true;
   timers_.push({when, node});
   return TimerHandle(node);
@@ -519,24 +529,19 @@ void EventLoop::run_once() {
     --cancelled_timers_;
     node->unref();
   }
-  int64_t timeout_ns;
-  if (ready_head_ != nullptr || stopping_) {
-    timeout_ns = 0;
-  } else if (!timers_.empty()) {
-    const double delay = timers_.front().when - time();
-    if (delay <= 0) {
-      timeout_ns = 0;
-    } else if (std::isinf(delay)) {
-      timeout_ns = -1;  // only timers that never fire
-    } else if (delay >= kMaxPollSeconds) {
-      // Converting a larger delay to nanoseconds would overflow; waking up
-      // to look again is harmless.
-      timeout_ns = static_cast<int64_t>(kMaxPollSeconds) * 1000000000;
+  int64_t timeout_ns = 0;
+  if (ready_head_ == nullptr && !stopping_) {
+    // About to sleep: when the timer node cache may give back its surplus.
+    auto& node_cache = loop_internal::this_thread_timer_node_cache();
+    if (timers_.empty()) {
+      node_cache.on_loop_sleep(0, /*timers_pending=*/false);
+      timeout_ns = -1;
     } else {
-      timeout_ns = static_cast<int64_t>(std::ceil(delay * 1e9));
+      const double now = time();
+      const double wake_at =
+          std::min(timers_.front().when, node_cache.on_loop_sleep(now, /*timers_pending=*/true));
+      timeout_ns = poll_timeout_ns(wake_at - now);
     }
-  } else {
-    timeout_ns = -1;
   }
   // With work already queued and no user fd to watch, skip the syscall:
   // threadsafe callbacks are drained straight from their queue.

@@ -4,9 +4,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <new>
 
 #include "absl/functional/any_invocable.h"
 #include "loop/internal/pool.h"
+#include "loop/internal/timer_node_cache.h"
 
 namespace asyncio {
 
@@ -54,13 +56,32 @@ struct CallbackNode : Runnable, Pooled {
       left = refs.load(std::memory_order_relaxed) - 1;
       refs.store(left, std::memory_order_relaxed);
     }
-    if (left == 0) delete this;
+    if (left == 0) destroy(this);
+  }
+
+  // Timer nodes live in a cache of their own (timer_node_cache.h); they are
+  // the ones with a timer_seq, which call_at numbers from 1.
+  bool is_timer() const { return timer_seq != 0; }
+  static CallbackNode* new_timer(EventLoop* l, absl::AnyInvocable<void()>&& cb, uint64_t seq) {
+    auto* node = ::new (timer_node_allocate(sizeof(CallbackNode)))
+        CallbackNode(l, std::move(cb), /*shared_refs=*/false);
+    node->timer_seq = seq;
+    return node;
+  }
+  static void destroy(CallbackNode* node) noexcept {
+    const bool timer = node->is_timer();
+    node->~CallbackNode();
+    if (timer) {
+      timer_node_deallocate(node);
+    } else {
+      pool_deallocate(node, sizeof(CallbackNode));
+    }
   }
 
   absl::AnyInvocable<void()> callback;
   EventLoop* loop;
   double when = 0;
-  uint64_t timer_seq = 0;         // call_at order: breaks ties between equal `when`
+  uint64_t timer_seq = 0;         // call_at order from 1: breaks ties between equal `when`
   std::atomic<uint32_t> refs{2};  // the queue's and the Handle's
   const bool shared;              // refs touched from several threads
   bool cancelled = false;
