@@ -2,8 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
+#include <random>
 #include <thread>
 #include <vector>
 
@@ -37,6 +40,21 @@ TEST(TimerNodeCacheTest, KeepsABurstForTheNextOne) {
   std::vector<void*> second = take(cache, kBurst);
   EXPECT_EQ(cache.cached(), 0);
   give_back(cache, second);
+  cache.retire();
+}
+
+TEST(TimerNodeCacheTest, ABurstGivenBackInAnyOrderIsHandedOutPageByPage) {
+  TimerNodeCache cache;
+  std::vector<void*> blocks = take(cache, kBurst);
+  // Back in an order unrelated to their addresses, as timers with random
+  // deadlines fire.
+  std::mt19937 rng(7);
+  std::shuffle(blocks.begin(), blocks.end(), rng);
+  give_back(cache, blocks);
+  std::vector<void*> again = take(cache, kBurst);
+  const auto page = [](void* p) { return reinterpret_cast<std::uintptr_t>(p) >> 12; };
+  for (size_t i = 1; i < again.size(); ++i) ASSERT_LE(page(again[i]), page(again[i - 1])) << i;
+  give_back(cache, again);
   cache.retire();
 }
 

@@ -33,8 +33,9 @@ class TimerNodeCache {
     if (++live_ > cap_) cap_ = live_;
     if (count_ > 0) {
       void* block = slots_[--count_];
-      // The caller writes the block: start the next one's miss now.
-      if (count_ > 0) __builtin_prefetch(slots_[count_ - 1], 1);
+      // The caller writes the block, cold after a burst: start the miss of
+      // one a few calls ahead now, so that the misses overlap.
+      if (count_ >= kPrefetchDistance) __builtin_prefetch(slots_[count_ - kPrefetchDistance], 1);
       return block;
     }
     return ::operator new(size);
@@ -46,6 +47,8 @@ class TimerNodeCache {
     --live_;
     if (count_ < cap_ && count_ < capacity_) {
       slots_[count_++] = p;
+      if (count_ == cap_) [[unlikely]]
+        sort_by_page();
       return;
     }
     deallocate_slow(p);
@@ -82,6 +85,12 @@ class TimerNodeCache {
 
  private:
   static constexpr double kNever = std::numeric_limits<double>::infinity();
+  static constexpr std::ptrdiff_t kPrefetchDistance = 8;
+  // Every block this thread had alive at its peak is back (a burst is over):
+  // puts them in address order, page by page, so that the next burst writes
+  // its nodes in a stream rather than one cold page after another (timers
+  // come back in firing order, which is anything but address order).
+  void sort_by_page() noexcept;
   // Keeps `p` if the cache may grow (the slot array grows by doubling),
   // frees it otherwise.
   void deallocate_slow(void* p) noexcept;
@@ -89,7 +98,8 @@ class TimerNodeCache {
   // The cached blocks, in an array rather than a list threaded through them:
   // taking one reads the array, sequentially, never the cold block itself.
   void** slots_ = nullptr;
-  std::ptrdiff_t capacity_ = 0;  // of slots_
+  void** sort_scratch_ = nullptr;  // capacity_ slots, for sort_by_page
+  std::ptrdiff_t capacity_ = 0;    // of slots_
   std::ptrdiff_t count_ = 0;
   std::ptrdiff_t live_ = 0;      // allocated here minus freed here
   std::ptrdiff_t cap_ = kFloor;  // the floor, or the peak of live_ since the last trim
