@@ -2,11 +2,13 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <net/if.h>
 #include <netdb.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +37,7 @@ using posix::throw_errno;
 
 std::atomic<TestHooks::Hook> TestHooks::threadsafe_post_checked{nullptr};
 std::atomic<TestHooks::Hook> TestHooks::waiting_for_posters{nullptr};
+std::atomic<TestHooks::Hook> TestHooks::loop_going_to_sleep{nullptr};
 
 namespace {
 
@@ -88,6 +91,27 @@ int64_t poll_timeout_ns(double delay) {
   // look again is harmless.
   if (delay >= kMaxPollSeconds) return static_cast<int64_t>(kMaxPollSeconds) * 1000000000;
   return static_cast<int64_t>(std::ceil(delay * 1e9));
+}
+
+// EventLoop::sleep_state_: how a thread calling call_soon_threadsafe wakes
+// the loop. A loop that watches no descriptor sleeps on a futex, which costs
+// both sides less than an eventfd through epoll; one that does sleeps in
+// epoll. Awake, it needs no wake-up at all: it looks at the queue before it
+// sleeps again.
+enum SleepState : uint32_t { kAwake = 0, kSleepingOnFutex = 1, kSleepingInEpoll = 2 };
+
+void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, int64_t timeout_ns) {
+  timespec ts{static_cast<time_t>(timeout_ns / 1000000000),
+              static_cast<long>(timeout_ns % 1000000000)};
+  // Returns on a wake-up, a timeout, a signal, or at once if the word
+  // changed: the caller looks again in each case.
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected,
+            timeout_ns < 0 ? nullptr : &ts, nullptr, 0);
+}
+
+void futex_wake_one(std::atomic<uint32_t>& word) {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr,
+            0);
 }
 
 }  // namespace
@@ -375,14 +399,27 @@ Handle EventLoop::call_soon_threadsafe(absl::AnyInvocable<void()> cb) {
   CallbackNode* head = remote_head_.load(std::memory_order_relaxed);
   do {
     node->next_in_queue = head;
-  } while (!remote_head_.compare_exchange_weak(head, node, std::memory_order_release,
+    // Sequentially consistent, as the loop's saying it sleeps and its last
+    // look at this queue (sleep_until_work): either it sees this node, or
+    // this caller sees it asleep.
+  } while (!remote_head_.compare_exchange_weak(head, node, std::memory_order_seq_cst,
                                                std::memory_order_relaxed));
   if (head == nullptr) {
-    // First node since the loop last drained: wake it. Later pushers see a
-    // non-empty stack and know a wake-up is already on its way.
-    uint64_t one = 1;
-    ssize_t ignored = ::write(wake_fd_, &one, sizeof(one));
-    (void)ignored;
+    // First node since the loop last drained: wake it if it sleeps. Later
+    // pushers see a non-empty stack and know the loop will come.
+    switch (sleep_state_.exchange(kAwake, std::memory_order_seq_cst)) {
+      case kSleepingOnFutex:
+        futex_wake_one(sleep_state_);
+        break;
+      case kSleepingInEpoll: {
+        uint64_t one = 1;
+        ssize_t ignored = ::write(wake_fd_, &one, sizeof(one));
+        (void)ignored;
+        break;
+      }
+      default:
+        break;
+    }
   }
   return Handle(node);
 }
@@ -543,9 +580,13 @@ void EventLoop::run_once() {
       timeout_ns = poll_timeout_ns(wake_at - now);
     }
   }
-  // With work already queued and no user fd to watch, skip the syscall:
-  // threadsafe callbacks are drained straight from their queue.
-  if (timeout_ns != 0 || user_watch_count_ > 0 || signal_arrived()) poll_io(timeout_ns);
+  if (timeout_ns != 0) {
+    sleep_until_work(timeout_ns);
+  } else if (user_watch_count_ > 0 || signal_arrived()) {
+    poll_io(0);
+  }
+  // (With work already queued and no fd to watch, no syscall: threadsafe
+  // callbacks are drained straight from their queue.)
   drain_remote_queue();
   pop_due_timers();
 
@@ -566,6 +607,24 @@ void EventLoop::run_once() {
   }
   if (!due_timers_.empty()) run_due_timers();
   if (end_of_iteration_head_ != nullptr) run_end_of_iteration(/*discard=*/false);
+}
+
+void EventLoop::sleep_until_work(int64_t timeout_ns) {
+  // Signals reach the loop through their pipe, in epoll, like descriptors.
+  const bool on_futex = user_watch_count_ == 0 && signal_read_fd_ < 0;
+  const SleepState sleeping = on_futex ? kSleepingOnFutex : kSleepingInEpoll;
+  sleep_state_.store(sleeping, std::memory_order_seq_cst);
+  // A callback posted since the queue was drained, whose poster may have
+  // seen the loop awake and not woken it.
+  if (remote_head_.load(std::memory_order_seq_cst) != nullptr) timeout_ns = 0;
+  if (auto hook = TestHooks::loop_going_to_sleep.load(std::memory_order_relaxed)) hook();
+  if (!on_futex) {
+    poll_io(timeout_ns);
+  } else if (timeout_ns != 0) {
+    // Returns at once if a poster has set the word back to kAwake.
+    futex_wait(sleep_state_, sleeping, timeout_ns);
+  }
+  sleep_state_.store(kAwake, std::memory_order_relaxed);
 }
 
 void EventLoop::run_end_of_iteration(bool discard) {
