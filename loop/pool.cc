@@ -62,6 +62,7 @@ void TimerNodeCache::sort_by_page() noexcept {
   constexpr int kPageBits = 12;
   constexpr int kDigitBits = 11;
   constexpr std::size_t kBuckets = std::size_t{1} << kDigitBits;
+  taken_ = 0;
   if (count_ < 2 * static_cast<std::ptrdiff_t>(kBuckets)) return;  // small: not worth it
   if (sort_scratch_ == nullptr) {
     sort_scratch_ =

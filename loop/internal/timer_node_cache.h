@@ -31,6 +31,7 @@ class TimerNodeCache {
   // Every block has the same size: the loop's timer node.
   void* allocate(std::size_t size) {
     if (++live_ > cap_) cap_ = live_;
+    ++taken_;
     if (count_ > 0) {
       void* block = slots_[--count_];
       // The caller writes the block, cold after a burst: start the miss of
@@ -47,7 +48,9 @@ class TimerNodeCache {
     --live_;
     if (count_ < cap_ && count_ < capacity_) {
       slots_[count_++] = p;
-      if (count_ == cap_) [[unlikely]]
+      // A burst beyond the floor is back: sorted once per cache's worth of
+      // allocations, not again and again while a few timers come and go.
+      if (count_ == cap_ && cap_ > kFloor && taken_ >= count_) [[unlikely]]
         sort_by_page();
       return;
     }
@@ -101,6 +104,7 @@ class TimerNodeCache {
   void** sort_scratch_ = nullptr;  // capacity_ slots, for sort_by_page
   std::ptrdiff_t capacity_ = 0;    // of slots_
   std::ptrdiff_t count_ = 0;
+  std::ptrdiff_t taken_ = 0;     // allocations since the last sort_by_page
   std::ptrdiff_t live_ = 0;      // allocated here minus freed here
   std::ptrdiff_t cap_ = kFloor;  // the floor, or the peak of live_ since the last trim
   double surplus_since_ = -1;
