@@ -122,7 +122,13 @@ void futex_wake_one(std::atomic<uint32_t>& word) {
 void CallbackNode::invoke_node(Runnable* self, bool discard) {
   auto* node = static_cast<CallbackNode*>(self);
   if (!discard && !node->cancelled) node->loop->run_callback_node(node);
-  node->unref();
+  if (node->drop_ref()) free_node(node);
+}
+
+void CallbackNode::invoke_timer_node(Runnable* self, bool discard) {
+  auto* node = static_cast<CallbackNode*>(self);
+  if (!discard && !node->cancelled) node->loop->run_callback_node(node);
+  if (node->drop_ref()) free_timer_node(node);
 }
 
 void Handle::cancel() {
@@ -496,7 +502,7 @@ void EventLoop::run_due_timers() {
     if (debug_) {
       run_timed(node);
     } else {
-      CallbackNode::invoke_node(node, /*discard=*/false);  // releases the heap's reference
+      CallbackNode::invoke_timer_node(node, /*discard=*/false);  // releases the heap's reference
     }
   }
   due_timers_.clear();

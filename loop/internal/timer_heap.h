@@ -37,11 +37,13 @@ class TimerHeap {
   const std::vector<Entry>& entries() const { return entries_; }
 
   void push(Entry entry) {
-    if (entries_.empty()) {
+    if (entries_.empty() || (sorted_ && !earlier(entry, entries_.back()))) {
+      // In order: the array stays sorted, and so a heap.
       sorted_ = true;
-    } else if (sorted_ && earlier(entry, entries_.back())) {
-      sorted_ = false;
+      entries_.push_back(entry);
+      return;
     }
+    sorted_ = false;
     size_t hole = entries_.size();
     entries_.push_back(entry);
     while (hole > 0) {
