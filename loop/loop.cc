@@ -2,11 +2,13 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <net/if.h>
 #include <netdb.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,6 +37,7 @@ using posix::throw_errno;
 
 std::atomic<TestHooks::Hook> TestHooks::threadsafe_post_checked{nullptr};
 std::atomic<TestHooks::Hook> TestHooks::waiting_for_posters{nullptr};
+std::atomic<TestHooks::Hook> TestHooks::loop_going_to_sleep{nullptr};
 
 namespace {
 
@@ -79,6 +82,38 @@ std::atomic<bool> g_epoll_pwait2_refused{false};
 // The longest single wait in epoll: a day.
 constexpr double kMaxPollSeconds = 86400;
 
+// The wait in epoll for a delay in seconds: -1 for +infinity (only timers
+// that never fire), whole nanoseconds rounded up otherwise.
+int64_t poll_timeout_ns(double delay) {
+  if (delay <= 0) return 0;
+  if (std::isinf(delay)) return -1;
+  // Converting a larger delay to nanoseconds would overflow; waking up to
+  // look again is harmless.
+  if (delay >= kMaxPollSeconds) return static_cast<int64_t>(kMaxPollSeconds) * 1000000000;
+  return static_cast<int64_t>(std::ceil(delay * 1e9));
+}
+
+// EventLoop::sleep_state_: how a thread calling call_soon_threadsafe wakes
+// the loop. A loop that watches no descriptor sleeps on a futex, which costs
+// both sides less than an eventfd through epoll; one that does sleeps in
+// epoll. Awake, it needs no wake-up at all: it looks at the queue before it
+// sleeps again.
+enum SleepState : uint32_t { kAwake = 0, kSleepingOnFutex = 1, kSleepingInEpoll = 2 };
+
+void futex_wait(std::atomic<uint32_t>& word, uint32_t expected, int64_t timeout_ns) {
+  timespec ts{static_cast<time_t>(timeout_ns / 1000000000),
+              static_cast<long>(timeout_ns % 1000000000)};
+  // Returns on a wake-up, a timeout, a signal, or at once if the word
+  // changed: the caller looks again in each case.
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAIT_PRIVATE, expected,
+            timeout_ns < 0 ? nullptr : &ts, nullptr, 0);
+}
+
+void futex_wake_one(std::atomic<uint32_t>& word) {
+  ::syscall(SYS_futex, reinterpret_cast<uint32_t*>(&word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr,
+            0);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -87,7 +122,13 @@ constexpr double kMaxPollSeconds = 86400;
 void CallbackNode::invoke_node(Runnable* self, bool discard) {
   auto* node = static_cast<CallbackNode*>(self);
   if (!discard && !node->cancelled) node->loop->run_callback_node(node);
-  node->unref();
+  if (node->drop_ref()) free_node(node);
+}
+
+void CallbackNode::invoke_timer_node(Runnable* self, bool discard) {
+  auto* node = static_cast<CallbackNode*>(self);
+  if (!discard && !node->cancelled) node->loop->run_callback_node(node);
+  if (node->drop_ref()) free_timer_node(node);
 }
 
 void Handle::cancel() {
@@ -382,14 +423,27 @@ Handle EventLoop::call_soon_threadsafe(absl::AnyInvocable<void()> cb) {
   CallbackNode* head = remote_head_.load(std::memory_order_relaxed);
   do {
     node->next_in_queue = head;
-  } while (!remote_head_.compare_exchange_weak(head, node, std::memory_order_release,
+    // Sequentially consistent, as the loop's saying it sleeps and its last
+    // look at this queue (sleep_until_work): either it sees this node, or
+    // this caller sees it asleep.
+  } while (!remote_head_.compare_exchange_weak(head, node, std::memory_order_seq_cst,
                                                std::memory_order_relaxed));
   if (head == nullptr) {
-    // First node since the loop last drained: wake it. Later pushers see a
-    // non-empty stack and know a wake-up is already on its way.
-    uint64_t one = 1;
-    ssize_t ignored = ::write(wake_fd_, &one, sizeof(one));
-    (void)ignored;
+    // First node since the loop last drained: wake it if it sleeps. Later
+    // pushers see a non-empty stack and know the loop will come.
+    switch (sleep_state_.exchange(kAwake, std::memory_order_seq_cst)) {
+      case kSleepingOnFutex:
+        futex_wake_one(sleep_state_);
+        break;
+      case kSleepingInEpoll: {
+        uint64_t one = 1;
+        ssize_t ignored = ::write(wake_fd_, &one, sizeof(one));
+        (void)ignored;
+        break;
+      }
+      default:
+        break;
+    }
   }
   return Handle(node);
 }
@@ -418,9 +472,8 @@ TimerHandle EventLoop::call_at(double when, absl::AnyInvocable<void()> cb) {
   if (std::isnan(when)) throw std::invalid_argument("call_at: the time is NaN");
   check_thread();
   capture_context(cb);
-  auto* node = new CallbackNode(this, std::move(cb), /*shared_refs=*/false);
+  auto* node = CallbackNode::new_timer(this, std::move(cb), ++timer_seq_);
   node->when = when;
-  node->timer_seq = timer_seq_++;
   node->in_heap = true;
   timers_.push({when, node});
   return TimerHandle(node);
@@ -467,7 +520,7 @@ void EventLoop::run_due_timers() {
     if (debug_) {
       run_timed(node);
     } else {
-      CallbackNode::invoke_node(node, /*discard=*/false);  // releases the heap's reference
+      CallbackNode::invoke_timer_node(node, /*discard=*/false);  // releases the heap's reference
     }
   }
   due_timers_.clear();
@@ -537,28 +590,27 @@ void EventLoop::run_once() {
     --cancelled_timers_;
     node->unref();
   }
-  int64_t timeout_ns;
-  if (ready_head_ != nullptr || stopping_) {
-    timeout_ns = 0;
-  } else if (!timers_.empty()) {
-    const double delay = timers_.front().when - time();
-    if (delay <= 0) {
-      timeout_ns = 0;
-    } else if (std::isinf(delay)) {
-      timeout_ns = -1;  // only timers that never fire
-    } else if (delay >= kMaxPollSeconds) {
-      // Converting a larger delay to nanoseconds would overflow; waking up
-      // to look again is harmless.
-      timeout_ns = static_cast<int64_t>(kMaxPollSeconds) * 1000000000;
+  int64_t timeout_ns = 0;
+  if (ready_head_ == nullptr && !stopping_) {
+    // About to sleep: when the timer node cache may give back its surplus.
+    auto& node_cache = loop_internal::this_thread_timer_node_cache();
+    if (timers_.empty()) {
+      node_cache.on_loop_sleep(0, /*timers_pending=*/false);
+      timeout_ns = -1;
     } else {
-      timeout_ns = static_cast<int64_t>(std::ceil(delay * 1e9));
+      const double now = time();
+      const double wake_at =
+          std::min(timers_.front().when, node_cache.on_loop_sleep(now, /*timers_pending=*/true));
+      timeout_ns = poll_timeout_ns(wake_at - now);
     }
-  } else {
-    timeout_ns = -1;
   }
-  // With work already queued and no user fd to watch, skip the syscall:
-  // threadsafe callbacks are drained straight from their queue.
-  if (timeout_ns != 0 || user_watch_count_ > 0 || signal_arrived()) poll_io(timeout_ns);
+  if (timeout_ns != 0) {
+    sleep_until_work(timeout_ns);
+  } else if (user_watch_count_ > 0 || signal_arrived()) {
+    poll_io(0);
+  }
+  // (With work already queued and no fd to watch, no syscall: threadsafe
+  // callbacks are drained straight from their queue.)
   drain_remote_queue();
   pop_due_timers();
 
@@ -579,6 +631,24 @@ void EventLoop::run_once() {
   }
   if (!due_timers_.empty()) run_due_timers();
   if (end_of_iteration_head_ != nullptr) run_end_of_iteration(/*discard=*/false);
+}
+
+void EventLoop::sleep_until_work(int64_t timeout_ns) {
+  // Signals reach the loop through their pipe, in epoll, like descriptors.
+  const bool on_futex = user_watch_count_ == 0 && signal_read_fd_ < 0;
+  const SleepState sleeping = on_futex ? kSleepingOnFutex : kSleepingInEpoll;
+  sleep_state_.store(sleeping, std::memory_order_seq_cst);
+  // A callback posted since the queue was drained, whose poster may have
+  // seen the loop awake and not woken it.
+  if (remote_head_.load(std::memory_order_seq_cst) != nullptr) timeout_ns = 0;
+  if (auto hook = TestHooks::loop_going_to_sleep.load(std::memory_order_relaxed)) hook();
+  if (!on_futex) {
+    poll_io(timeout_ns);
+  } else if (timeout_ns != 0) {
+    // Returns at once if a poster has set the word back to kAwake.
+    futex_wait(sleep_state_, sleeping, timeout_ns);
+  }
+  sleep_state_.store(kAwake, std::memory_order_relaxed);
 }
 
 void EventLoop::run_end_of_iteration(bool discard) {

@@ -413,6 +413,10 @@ class EventLoop {
   // Lock-free stack of nodes pushed by other threads.
   std::atomic<loop_internal::CallbackNode*> remote_head_{nullptr};
   std::atomic<int> remote_posters_{0};  // threads inside call_soon_threadsafe
+  // Whether and how the loop sleeps, for call_soon_threadsafe to wake it
+  // (SleepState in loop.cc); the word of a futex.
+  std::atomic<uint32_t> sleep_state_{0};
+  void sleep_until_work(int64_t timeout_ns);
 
   TimerHeap timers_;
   uint64_t timer_seq_ = 0;

@@ -418,6 +418,42 @@ TEST(EventLoopTest, ThreadsafeCallWakesASleepingLoop) {
   EXPECT_TRUE(ran);
 }
 
+// A call posted in the last moment before the loop's sleep: after the loop
+// said it sleeps and looked at the queue, before the syscall. The wake-up
+// must not be lost (the loop would sleep forever, there being no timer).
+EventLoop* g_loop_going_to_sleep = nullptr;
+void post_stop_from_another_thread() {
+  EventLoop* loop = std::exchange(g_loop_going_to_sleep, nullptr);
+  if (loop == nullptr) return;  // once
+  std::thread([loop] { loop->call_soon_threadsafe([loop] { loop->stop(); }); }).join();
+}
+
+void expect_a_call_posted_while_going_to_sleep_wakes_the_loop(EventLoop& loop) {
+  g_loop_going_to_sleep = &loop;
+  loop_internal::TestHooks::loop_going_to_sleep.store(&post_stop_from_another_thread);
+  loop.run_forever();
+  loop_internal::TestHooks::loop_going_to_sleep.store(nullptr);
+  EXPECT_EQ(g_loop_going_to_sleep, nullptr);
+}
+
+TEST(EventLoopTest, ThreadsafeCallWhileTheLoopGoesToSleepWakesIt) {
+  // No descriptor to watch: the loop sleeps on its futex.
+  auto loop = new_event_loop();
+  expect_a_call_posted_while_going_to_sleep_wakes_the_loop(*loop);
+}
+
+TEST(EventLoopTest, ThreadsafeCallWhileTheLoopGoesToSleepInEpollWakesIt) {
+  // A descriptor to watch (that never becomes readable): it sleeps in epoll.
+  auto loop = new_event_loop();
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  loop->add_reader(fds[0], [] {});
+  expect_a_call_posted_while_going_to_sleep_wakes_the_loop(*loop);
+  loop->remove_reader(fds[0]);
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
 TEST(EventLoopTest, ReaderAndWriterOnSocketpair) {
   auto loop = new_event_loop();
   int fds[2];

@@ -117,5 +117,53 @@ TEST(TimerHeapTest, BurstOrderAcrossSignsZerosAndInfinities) {
   EXPECT_EQ(heap.size(), nodes.size() - popped.size());
 }
 
+TEST(TimerHeapTest, DeadlinesPushedInOrderComeOffTheFrontInOrder) {
+  // As a loop scheduling timers with one delay pushes them: deadlines never
+  // decrease, with runs of equal ones.
+  std::vector<FakeNode> nodes(4000);
+  for (size_t i = 0; i < nodes.size(); ++i) nodes[i] = {i, static_cast<double>(i / 7)};
+  Heap heap = heap_of(nodes);
+  EXPECT_TRUE(heap.sorted());
+  std::vector<FakeNode*> due;
+  heap.pop_due(400, due);  // most of them: the prefix is taken as it is
+  EXPECT_EQ(due, expected_order(nodes, 400));
+  EXPECT_TRUE(heap.sorted());
+  // A later one out of order ends the sorted run; the order still holds.
+  FakeNode early{nodes.size(), 450.5};
+  FakeNode tie{nodes.size() + 1, 571};  // the last deadline: a tie, after it
+  heap.push({tie.when, &tie});
+  EXPECT_TRUE(heap.sorted());
+  heap.push({early.when, &early});
+  EXPECT_FALSE(heap.sorted());
+  std::vector<FakeNode*> rest;
+  heap.pop_due(1e9, rest);
+  std::vector<FakeNode*> expected;
+  for (FakeNode* n : expected_order(nodes, 1e9)) {
+    if (n->when >= 400) expected.push_back(n);
+  }
+  expected.insert(std::find_if(expected.begin(), expected.end(),
+                               [](const FakeNode* n) { return n->when > 450.5; }),
+                  &early);
+  expected.insert(std::find_if(expected.begin(), expected.end(),
+                               [](const FakeNode* n) { return n->when > 571; }),
+                  &tie);
+  EXPECT_EQ(rest, expected);
+  EXPECT_TRUE(heap.empty());
+}
+
+TEST(TimerHeapTest, AFewDueOfASortedHeapArePoppedAndTheRestStaysInOrder) {
+  std::vector<FakeNode> nodes(1000);
+  for (size_t i = 0; i < nodes.size(); ++i) nodes[i] = {i, static_cast<double>(i)};
+  Heap heap = heap_of(nodes);
+  std::vector<FakeNode*> due;
+  heap.pop_due(3, due);  // too few to move the rest down for: popped
+  EXPECT_EQ(due, expected_order(nodes, 3));
+  std::vector<FakeNode*> rest;
+  heap.pop_due(1e9, rest);
+  std::vector<FakeNode*> expected = expected_order(nodes, 1e9);
+  expected.erase(expected.begin(), expected.begin() + 3);
+  EXPECT_EQ(rest, expected);
+}
+
 }  // namespace
 }  // namespace asyncio::loop_internal

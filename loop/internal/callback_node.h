@@ -4,9 +4,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <new>
 
 #include "absl/functional/any_invocable.h"
 #include "loop/internal/pool.h"
+#include "loop/internal/timer_node_cache.h"
 
 namespace asyncio {
 
@@ -35,7 +37,10 @@ struct CallbackNode : Runnable, Pooled {
         loop(l),
         shared(shared_refs) {}
 
+  // Runs the node (unless discarded or cancelled) and drops the queue's
+  // reference: call_soon's nodes and call_at's, each knowing its allocator.
   static void invoke_node(Runnable* self, bool discard);
+  static void invoke_timer_node(Runnable* self, bool discard);
 
   // Loop-thread nodes count references with plain loads and stores; only
   // call_soon_threadsafe's nodes, touched by two threads, pay for atomics.
@@ -46,7 +51,8 @@ struct CallbackNode : Runnable, Pooled {
       refs.store(refs.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }
   }
-  void unref() {
+  // True when that was the last reference.
+  bool drop_ref() {
     uint32_t left;
     if (shared) {
       left = refs.fetch_sub(1, std::memory_order_acq_rel) - 1;
@@ -54,13 +60,42 @@ struct CallbackNode : Runnable, Pooled {
       left = refs.load(std::memory_order_relaxed) - 1;
       refs.store(left, std::memory_order_relaxed);
     }
-    if (left == 0) delete this;
+    return left == 0;
+  }
+  void unref() {
+    if (drop_ref()) destroy(this);
+  }
+
+  // Timer nodes live in a cache of their own (timer_node_cache.h); they are
+  // the ones with a timer_seq, which call_at numbers from 1.
+  bool is_timer() const { return timer_seq != 0; }
+  static CallbackNode* new_timer(EventLoop* l, absl::AnyInvocable<void()>&& cb, uint64_t seq) {
+    auto* node = ::new (timer_node_allocate(sizeof(CallbackNode)))
+        CallbackNode(l, std::move(cb), /*shared_refs=*/false);
+    node->invoke = &CallbackNode::invoke_timer_node;
+    node->timer_seq = seq;
+    return node;
+  }
+  static void destroy(CallbackNode* node) noexcept {
+    if (node->is_timer()) {
+      free_timer_node(node);
+    } else {
+      free_node(node);
+    }
+  }
+  static void free_node(CallbackNode* node) noexcept {
+    node->~CallbackNode();
+    pool_deallocate(node, sizeof(CallbackNode));
+  }
+  static void free_timer_node(CallbackNode* node) noexcept {
+    node->~CallbackNode();
+    timer_node_deallocate(node);
   }
 
   absl::AnyInvocable<void()> callback;
   EventLoop* loop;
   double when = 0;
-  uint64_t timer_seq = 0;         // call_at order: breaks ties between equal `when`
+  uint64_t timer_seq = 0;         // call_at order from 1: breaks ties between equal `when`
   std::atomic<uint32_t> refs{2};  // the queue's and the Handle's
   const bool shared;              // refs touched from several threads
   bool cancelled = false;

@@ -15,6 +15,9 @@ struct TestHooks {
   // On the thread closing or destroying a loop, each time round its wait for
   // the threads inside call_soon_threadsafe.
   static std::atomic<Hook> waiting_for_posters;
+  // On the loop thread about to sleep, after it said so and looked at the
+  // queue of call_soon_threadsafe one last time, before the syscall.
+  static std::atomic<Hook> loop_going_to_sleep;
 };
 
 }  // namespace loop_internal
