@@ -406,26 +406,27 @@ struct CountedProtocol {
 }  // namespace
 
 Coro<Server> Shard::start_server(ClientConnected client_connected_cb, std::string host,
-                                 uint16_t port, StreamOptions options) {
+                                 uint16_t port, StreamOptions options, std::source_location where) {
   options.reuse_port = true;
   auto cb = std::make_shared<const ClientConnected>(std::move(client_connected_cb));
   shards_internal::ShardCounters* counters = &set_->counters[index_];
   ClientConnected counted = [cb, counters](StreamReader reader, StreamWriter writer) {
     return counted_client(cb, counters, std::move(reader), std::move(writer));
   };
-  Server server =
-      co_await asyncio::start_server(std::move(counted), std::move(host), port, std::move(options));
+  Server server = co_await asyncio::start_server(std::move(counted), std::move(host), port,
+                                                 std::move(options), where);
   shards_internal::track_server(*this, server);
   co_return server;
 }
 
 Coro<Server> Shard::start_server(ClientConnected client_connected_cb, std::string host,
-                                 uint16_t port) {
-  return start_server(std::move(client_connected_cb), std::move(host), port, StreamOptions());
+                                 uint16_t port, std::source_location where) {
+  return start_server(std::move(client_connected_cb), std::move(host), port, StreamOptions(),
+                      where);
 }
 
 Coro<Server> Shard::create_server(ProtocolFactory protocol_factory, std::string host, uint16_t port,
-                                  ServerOptions options) {
+                                  ServerOptions options, std::source_location where) {
   options.reuse_port = true;
   shards_internal::ShardCounters* counters = &set_->counters[index_];
   ProtocolFactory counted = [factory = std::move(protocol_factory),
@@ -437,14 +438,14 @@ Coro<Server> Shard::create_server(ProtocolFactory protocol_factory, std::string 
     return std::shared_ptr<BaseProtocol>(std::move(holder), raw);
   };
   Server server = co_await asyncio::create_server(loop(), std::move(counted), std::move(host), port,
-                                                  std::move(options));
+                                                  std::move(options), where);
   shards_internal::track_server(*this, server);
   co_return server;
 }
 
-Coro<Server> Shard::create_server(ProtocolFactory protocol_factory, std::string host,
-                                  uint16_t port) {
-  return create_server(std::move(protocol_factory), std::move(host), port, ServerOptions());
+Coro<Server> Shard::create_server(ProtocolFactory protocol_factory, std::string host, uint16_t port,
+                                  std::source_location where) {
+  return create_server(std::move(protocol_factory), std::move(host), port, ServerOptions(), where);
 }
 
 ShardStats Shard::stats_of(size_t i) const {

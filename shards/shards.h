@@ -28,6 +28,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <source_location>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -110,14 +111,20 @@ class Shard {
   // stats. The server is closed, with its clients, when this shard's main
   // is done (cancelled or not): close(), close_clients(), and after 5 s
   // abort_clients().
+  // `where`, as for asyncio::start_server: the site an unclosed server or
+  // connection is reported with.
   Coro<Server> start_server(ClientConnected client_connected_cb, std::string host, uint16_t port,
-                            StreamOptions options);
-  Coro<Server> start_server(ClientConnected client_connected_cb, std::string host, uint16_t port);
+                            StreamOptions options,
+                            std::source_location where = std::source_location::current());
+  Coro<Server> start_server(ClientConnected client_connected_cb, std::string host, uint16_t port,
+                            std::source_location where = std::source_location::current());
   // loop.create_server(protocol_factory, host, port, reuse_port=True), the
   // same way for Protocols.
   Coro<Server> create_server(ProtocolFactory protocol_factory, std::string host, uint16_t port,
-                             ServerOptions options);
-  Coro<Server> create_server(ProtocolFactory protocol_factory, std::string host, uint16_t port);
+                             ServerOptions options,
+                             std::source_location where = std::source_location::current());
+  Coro<Server> create_server(ProtocolFactory protocol_factory, std::string host, uint16_t port,
+                             std::source_location where = std::source_location::current());
 
   // Adds to this shard's request count (this shard's thread only; cheap: a
   // plain store).
