@@ -92,6 +92,21 @@ TEST(NeverAwaitedTest, ATaskGroupRefusingACoroClosesIt) {
 }
 
 // Outside a running loop there is no handler: the report goes to stderr.
+// An AnyCoro (what a task factory receives) dropped before it starts is
+// the same bug; one that became a task is not.
+TEST(NeverAwaitedTest, AnAnyCoroDroppedBeforeItStartsIsReported) {
+  run([]() -> Coro<void> {
+    std::vector<std::string>& reports = collect_reports();
+    { AnyCoro erased = forgotten_body(); }
+    EXPECT_EQ(reports, std::vector<std::string>{
+                           "coroutine 'asyncio::coro_test::forgotten_body' was never awaited"});
+    reports.clear();
+    AnyTask task(AnyCoro(answer()), get_running_loop(), TaskOptions{});
+    co_await task;
+    EXPECT_TRUE(reports.empty());
+  }());
+}
+
 TEST(NeverAwaitedTest, WithoutARunningLoopTheReportGoesToStderr) {
   testing::internal::CaptureStderr();
   { Coro<int> forgotten = forgotten_body(); }

@@ -351,6 +351,20 @@ TEST(TaskFactoryTest, CustomFactoryNamesAndCountsTasks) {
   }());
 }
 
+// A factory that drops the coroutine it was given leaves it never awaited:
+// the running loop's handler counts those reports from here on.
+int g_never_awaited = 0;
+void count_never_awaited_reports() {
+  g_never_awaited = 0;
+  get_running_loop().set_exception_handler([](EventLoop&, const ExceptionContext& context) {
+    if (context.message.find("was never awaited") != std::string::npos) ++g_never_awaited;
+  });
+}
+int never_awaited_reports() {
+  get_running_loop().set_exception_handler(nullptr);
+  return g_never_awaited;
+}
+
 TEST(TaskFactoryTest, FactoryThatThrowsLeavesNoTask) {
   run([]() -> Coro<void> {
     bool destroyed = false;
@@ -362,6 +376,7 @@ TEST(TaskFactoryTest, FactoryThatThrowsLeavesNoTask) {
       (void)flag;
       co_return;
     };
+    count_never_awaited_reports();
     set_task_factory(get_running_loop(), [](EventLoop&, AnyCoro, TaskOptions) -> AnyTask {
       throw std::runtime_error("no tasks today");
     });
@@ -373,6 +388,7 @@ TEST(TaskFactoryTest, FactoryThatThrowsLeavesNoTask) {
     }
     EXPECT_TRUE(thrown);
     EXPECT_TRUE(destroyed) << "the unused coroutine frame is destroyed";
+    EXPECT_EQ(never_awaited_reports(), 1) << "as Python warns for a coroutine never awaited";
     set_task_factory(get_running_loop(), nullptr);
     co_return;
   }());
@@ -383,7 +399,9 @@ TEST(TaskFactoryTest, FactoryMustReturnTheTaskOfItsCoroutine) {
     set_task_factory(get_running_loop(), [](EventLoop& loop, AnyCoro, TaskOptions) {
       return AnyTask(answer(nullptr), loop, eager());
     });
+    count_never_awaited_reports();
     EXPECT_THROW(create_task(answer(nullptr)), std::logic_error);
+    EXPECT_EQ(never_awaited_reports(), 1) << "the coroutine the factory dropped";
     set_task_factory(get_running_loop(), nullptr);
     co_return;
   }());

@@ -278,8 +278,14 @@ class AnyCoro {
     std::swap(core_, other.core_);
     return *this;
   }
+  // Dropped before it became a task (a factory that refused it): reported as
+  // a Coro never awaited is (futures/coro.h).
   ~AnyCoro() {
-    if (frame_) frame_.destroy();
+    if (!frame_) return;
+    if (core_ != nullptr && !core_->link_) [[unlikely]] {
+      futures_internal::report_never_awaited(frame_.address());
+    }
+    frame_.destroy();
   }
   bool valid() const noexcept { return static_cast<bool>(frame_); }
 
